@@ -1,0 +1,36 @@
+# Two commands matter: `make run` and `make test`. Both create .venv at the repo root when missing.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU wheel; GPU users install a CUDA torch into .venv first (see README) and it is kept.
+TORCH  ?= torch==2.13.0
+
+.PHONY: run test install install-dev clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Install torch before the project so pip never resolves an open-ended torch to a multi-GB CUDA build.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: $(VENV)/.installed
+	$(VENV)/bin/rwkv-bot run $(ARGS)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info
