@@ -1,7 +1,8 @@
 """Command line: `rwkv-bot run|chat|demo-model|card|db|bench`.
 
 stdout carries only what the user should see (replies, command answers, JSON); logs, progress bars and the
-banners that the `rwkv` package prints go to stderr.
+banners that the `rwkv` package prints go to stderr. Every subcommand's handler is imported only when it runs,
+so `rwkv-bot card ...` never imports torch or loads a model.
 """
 from __future__ import annotations
 
@@ -9,35 +10,76 @@ import argparse
 import importlib
 import sys
 
-# Each subcommand lives in the module that owns its concept; the module exposes register(subparsers)
-# and run(args) -> exit code. Imported lazily so `card` never pays for torch.
-SUBCOMMANDS = {
-    "run": "bot.app",
-    "chat": "bot.app",
-    "demo-model": "bot.engine.demo_model",
-    "card": "bot.cards.cli",
-    "db": "bot.engine.store_cli",
-    "bench": "bot.engine.bench",
-}
+
+def _lazy(target: str):
+    """A handler named "module:function", imported when called."""
+    module_name, func_name = target.split(":")
+
+    def call(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module_name), func_name)(args)
+
+    return call
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rwkv-bot", description="RWKV role-play bot for Discord and Telegram")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("bot"):
-                continue  # subcommand not built yet
-            raise
-        module.register(sub, name)
+
+    p = sub.add_parser("run", help="start the bot: Discord/Telegram when tokens are configured, else terminal chat")
+    p.add_argument("--config", metavar="PATH", help="config file (default: ./rwkv-bot.toml if present)")
+    p.set_defaults(func=_lazy("bot.app:run_command"))
+
+    p = sub.add_parser("chat", help="chat in the terminal (reads stdin; works piped)")
+    p.add_argument("--config", metavar="PATH", help="config file (default: ./rwkv-bot.toml if present)")
+    p.add_argument("--character", metavar="NAME", help="character to start with")
+    p.add_argument("--channel", metavar="ID", default="terminal", help="conversation id (default: terminal)")
+    p.set_defaults(func=_lazy("bot.app:chat_command"))
+
+    p = sub.add_parser("demo-model", help="write a random-weight RWKV checkpoint for tests and demos")
+    p.add_argument("path", metavar="PATH", help="output file (.pth added when missing)")
+    p.add_argument("--version", type=int, choices=(6, 7), default=7)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--dim", type=int, default=128, help="embedding size, a multiple of 64")
+    p.add_argument("--vocab", type=int, default=65536)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_lazy("bot.engine.demo_model:demo_model_command"))
+
+    p = sub.add_parser("card", help="inspect or import character cards (never loads the model)")
+    card_sub = p.add_subparsers(dest="card_command", required=True, metavar="ACTION")
+    c = card_sub.add_parser("show", help="print a card normalized")
+    c.add_argument("file", metavar="FILE")
+    c.add_argument("--json", action="store_true", help="print the normalized card as one JSON document")
+    c.set_defaults(func=_lazy("bot.cards.cli:show_command"))
+    c = card_sub.add_parser("import", help="add a card to the character library")
+    c.add_argument("file", metavar="FILE")
+    c.add_argument("--config", metavar="PATH")
+    c.set_defaults(func=_lazy("bot.cards.cli:import_command"))
+
+    p = sub.add_parser("db", help="database maintenance")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    c = db_sub.add_parser("upgrade", help="apply migrations up to the newest")
+    c.add_argument("--config", metavar="PATH")
+    c.add_argument("--revision", default="head")
+    c.set_defaults(func=_lazy("bot.engine.store_cli:upgrade_command"))
+    c = db_sub.add_parser("downgrade", help="revert migrations")
+    c.add_argument("--config", metavar="PATH")
+    c.add_argument("--revision", default="-1")
+    c.set_defaults(func=_lazy("bot.engine.store_cli:downgrade_command"))
+    c = db_sub.add_parser("check", help="integrity check of the database")
+    c.add_argument("--config", metavar="PATH")
+    c.set_defaults(func=_lazy("bot.engine.store_cli:check_command"))
+
+    p = sub.add_parser("bench", help="benchmark the engine against the plain rwkv package")
+    p.add_argument("--preset", default="0.1b", help="model shape preset (0.1b 0.4b 1.5b 2.9b 7.2b v6-3b)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--channels", default="1,16,64,256", help="comma-separated channel counts")
+    p.add_argument("--json", metavar="OUT", help="write results as JSON")
+    p.set_defaults(func=_lazy("bot.engine.bench:bench_command"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
