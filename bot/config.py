@@ -1,0 +1,227 @@
+"""Configuration: `rwkv-bot.toml` (cwd or --config PATH), every key overridable by env RWKV_BOT_<SECTION>_<KEY>.
+
+The whole schema is this one table. Unknown keys and bad values stop the start with one line naming the key.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from bot.engine.sampling import SPECS as SAMPLING_SPECS, ParamError, SamplingParams, parse_param
+
+DEFAULT_FILE = "rwkv-bot.toml"
+ENV_PREFIX = "RWKV_BOT_"
+
+
+class ConfigError(Exception):
+    """One line naming the key and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: str  # str | int | float | bool | list[int] | list[str] | choice
+    default: Any
+    help: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "model": {
+        "path": Key("str", "", "checkpoint, with or without .pth; empty = a demo model under data/"),
+        "strategy": Key("str", "", "rwkv strategy; default 'cuda fp16' with CUDA, else 'cpu fp32'"),
+        "state": Key("str", "", "state-tuning file used as every conversation's initial state"),
+        "backend": Key("choice", "auto", "auto = batched engine where it runs, else the plain rwkv package",
+                       choices=("auto", "batched", "rwkv-pip")),
+        "chunk_len": Key("int", 256, "prefill tokens per step per channel", low=1, high=65536),
+        "max_batch": Key("int", 64, "channels generating at once", low=1, high=4096),
+        "max_context_tokens": Key("int", 0, "rebuild a channel's state past this many fed tokens; 0 = 8192",
+                                  low=0, high=10_000_000),
+    },
+    "database": {
+        "url": Key("str", "sqlite+aiosqlite:///data/rwkv-bot.db", "SQLAlchemy async URL (sqlite or postgresql)"),
+        "snapshots": Key("int", 10, "states kept per channel for /undo (older turns are replayed)", low=1, high=1000),
+        "hot_states": Key("int", 256, "channel states kept in memory", low=1, high=1_000_000),
+    },
+    "characters": {
+        "dir": Key("str", "characters", "directory of character cards scanned at start"),
+        "default": Key("str", "", "character for new channels (default: the first card by name)"),
+    },
+    "telegram": {
+        "token": Key("str", "", "bot token from @BotFather; empty = Telegram off"),
+        "base_url": Key("str", "", "Bot API server (self-hosted servers and tests)"),
+        "base_file_url": Key("str", "", "Bot API file server"),
+        "admin_ids": Key("list[int]", [], "user ids that count as admins in every chat"),
+    },
+    "discord": {
+        "token": Key("str", "", "bot token; empty = Discord off"),
+        "admin_role_ids": Key("list[int]", [], "role ids that count as admins"),
+        "dev_guild_id": Key("int", 0, "sync commands to this guild instantly (testing)", low=0, high=2**64),
+    },
+    "ui": {
+        "lang": Key("choice", "en", "default language of the bot's own messages", choices=("en", "zh")),
+        "user_name": Key("str", "User", "the user's name in the terminal chat"),
+    },
+    "limits": {
+        "max_message_chars": Key("int", 4000, "longer user messages are truncated (with a notice)", low=16,
+                                 high=1_000_000),
+        "max_name_chars": Key("int", 32, "longest display name fed to the model", low=1, high=256),
+        "user_messages_per_minute": Key("int", 30, "per user; more get a 'slow down' reply", low=1, high=100_000),
+        "channel_queue": Key("int", 3, "turns waiting per channel beyond the one generating", low=0, high=1000),
+        "global_queue": Key("int", 1000, "turns waiting in all channels together", low=1, high=1_000_000),
+        "shutdown_seconds": Key("float", 15.0, "time to finish replies on SIGTERM", low=0, high=3600),
+        "max_saves": Key("int", 20, "named saves per channel", low=1, high=10_000),
+    },
+    "metrics": {
+        "port": Key("int", 0, "Prometheus metrics port; 0 = off", low=0, high=65535),
+    },
+    "sampling": {name: Key("int" if spec.kind is int else "float", getattr(SamplingParams(), name), spec.help,
+                           low=spec.low, high=spec.high) for name, spec in SAMPLING_SPECS.items()},
+}
+
+
+class Config:
+    """Values by section: `config.model.path`, `config.telegram.admin_ids` ..."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], source: str):
+        self._values = values
+        self.source = source
+        for section, keys in values.items():
+            setattr(self, section, _Section(section, keys))
+
+    def get(self, section: str, key: str) -> Any:
+        return self._values[section][key]
+
+    @property
+    def sampling_defaults(self) -> SamplingParams:
+        return SamplingParams.from_dict(self._values["sampling"])
+
+
+class _Section:
+    def __init__(self, name: str, values: dict[str, Any]):
+        self.__dict__.update(values)
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<config [{self._name}]>"
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    values = {section: {k: key.default for k, key in keys.items()} for section, keys in SCHEMA.items()}
+    source = "defaults"
+    file = Path(path) if path else Path(DEFAULT_FILE)
+    if path or file.exists():
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        for section, table in data.items():
+            if section not in SCHEMA:
+                raise ConfigError(f"{file}: unknown section [{section}]; known: {', '.join(SCHEMA)}")
+            if not isinstance(table, dict):
+                raise ConfigError(f"{file}: {section} must be a table [{section}]")
+            for key, raw in table.items():
+                values[section][key] = _check(section, key, raw, f"{file}: {section}.{key}")
+        source = str(file)
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, key = _env_key(name)
+        values[section][key] = _check(section, key, _from_env(SCHEMA[section][key], raw), f"env {name}")
+    return Config(values, source)
+
+
+def _env_key(name: str) -> tuple[str, str]:
+    rest = name[len(ENV_PREFIX):].lower()
+    for section, keys in SCHEMA.items():
+        if rest.startswith(section + "_") and rest[len(section) + 1:] in keys:
+            return section, rest[len(section) + 1:]
+    raise ConfigError(f"env {name}: unknown setting (expected {ENV_PREFIX}<SECTION>_<KEY>, e.g. RWKV_BOT_MODEL_PATH)")
+
+
+def _from_env(key: Key, raw: str) -> Any:
+    if key.kind.startswith("list"):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if key.kind == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return raw
+
+
+def _check(section: str, key: str, raw: Any, where: str) -> Any:
+    spec = SCHEMA[section].get(key)
+    if spec is None:
+        raise ConfigError(f"{where}: unknown key; known in [{section}]: {', '.join(SCHEMA[section])}")
+    if section == "sampling":
+        try:
+            return parse_param(key, raw)
+        except ParamError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    convert: Callable[[Any], Any] = _CONVERTERS[spec.kind]
+    try:
+        value = convert(raw, spec)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return value
+
+
+def _to_str(raw, spec):
+    if not isinstance(raw, str):
+        raise ValueError(f"must be a string, got {raw!r}")
+    return raw
+
+
+def _to_number(kind):
+    def convert(raw, spec):
+        if isinstance(raw, bool):
+            raise ValueError(f"must be {'an integer' if kind is int else 'a number'}, got {raw!r}")
+        value = None
+        if kind is int and (isinstance(raw, int) or str(raw).strip().lstrip("-").isdigit()):
+            value = int(raw)
+        elif kind is float:
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                pass
+        if value is None:
+            raise ValueError(f"must be {'an integer' if kind is int else 'a number'}, got {raw!r}")
+        if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+            raise ValueError(f"must be between {spec.low:g} and {spec.high:g}, got {value}")
+        return value
+    return convert
+
+
+def _to_bool(raw, spec):
+    if not isinstance(raw, bool):
+        raise ValueError(f"must be true or false, got {raw!r}")
+    return raw
+
+
+def _to_int_list(raw, spec):
+    def is_int(x):
+        return (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, str) and x.strip().lstrip("-").isdigit())
+
+    if not isinstance(raw, list) or not all(is_int(x) for x in raw):
+        raise ValueError(f"must be a list of integers, got {raw!r}")
+    return [int(x) for x in raw]
+
+
+def _to_choice(raw, spec):
+    if raw not in spec.choices:
+        raise ValueError(f"must be one of {', '.join(spec.choices)}, got {raw!r}")
+    return raw
+
+
+_CONVERTERS = {"str": _to_str, "int": _to_number(int), "float": _to_number(float), "bool": _to_bool,
+               "list[int]": _to_int_list, "choice": _to_choice}
