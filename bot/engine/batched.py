@@ -1,0 +1,314 @@
+"""The batched engine: every active sequence in one forward call, states in a device pool.
+
+`BatchedBackend` implements the `Backend` protocol (bot.engine.backend) for RWKV-7 and RWKV-6 checkpoints:
+
+* Per-slot states live in a preallocated pool on the device (`rwkv7.Pools`); `load`/`save` are copies into and out
+  of one pool row, and a step reads and writes only the rows it serves (gathered by row index).
+* A step's rows that feed one token run through `decode_step`; on CUDA that is a captured CUDA graph per bucketed
+  batch size (1, 2, 4, 8, 16, 24, 32, 48, 64, ...), with padded rows pointed at a scratch pool row. Rows that feed
+  several tokens (prefill chunks of different lengths) are packed into one `forward_packed` call.
+* Weights in fp16/bf16 (fp32 on the CPU), recurrent state in fp32. On CUDA the element-wise glue and the
+  recurrences are Triton kernels (`bot.engine.kernels`), compiled at first use; the CPU path is plain torch.
+* `sample()` samples all rows on the device with per-row parameters (greedy, nucleus, Mirostat, the open-action
+  rule, penalties and bans) and brings the tokens back in one small transfer.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from bot.engine import rwkv6, rwkv7
+from bot.engine.backend import ModelInfo, State
+from bot.engine.model import (ModelError, checkpoint_path, detect_version, file_id, load_state_file,
+                              read_checkpoint)
+from bot.engine.sampling import OPEN_ACTION, ReplySampler, mirostat_update
+
+log = logging.getLogger(__name__)
+
+STRATEGY = re.compile(r"^(cuda(:\d+)?|cpu) (fp16|fp32|bf16)$")
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
+BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+
+
+def parse_strategy(strategy: str) -> tuple[torch.device, torch.dtype]:
+    m = STRATEGY.match(strategy.strip())
+    if not m:
+        raise ModelError(f"model.strategy {strategy!r}: the batched engine supports 'cuda|cpu fp16|fp32|bf16'")
+    device = torch.device(m.group(1))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("model.strategy asks for CUDA but torch sees no GPU")
+    return device, DTYPES[m.group(3)]
+
+
+def pick_ops(version: int, device: torch.device):
+    """Triton kernels on CUDA when they import (RWKV_BOT_KERNELS=torch forces plain torch)."""
+    if device.type != "cuda" or os.environ.get("RWKV_BOT_KERNELS", "") == "torch":
+        return rwkv7.TorchOps if version == 7 else rwkv6.TorchOps
+    try:
+        from bot.engine.kernels import triton_ops
+    except Exception as exc:  # no triton: still correct, just slower
+        log.warning("Triton kernels unavailable (%s); using plain torch ops", exc)
+        return rwkv7.TorchOps if version == 7 else rwkv6.TorchOps
+    return triton_ops.V7Ops if version == 7 else triton_ops.V6Ops
+
+
+class BatchedBackend:
+    def __init__(self, path: str | Path, strategy: str, state_file: str | None = None, max_batch: int = 256,
+                 progress=None, cuda_graphs: bool | None = None):
+        ckpt = checkpoint_path(path)
+        self.device, self.dtype = parse_strategy(strategy)
+        if progress:
+            progress("reading weights")
+        raw = read_checkpoint(ckpt)
+        version = detect_version(raw)
+        self.model = rwkv7 if version == 7 else rwkv6
+        if progress:
+            progress("preparing weights")
+        with torch.no_grad():
+            self.z = self.model.prepare(raw, self.dtype, self.device)
+        del raw
+        z = self.z
+        self.info = ModelInfo(version=version, n_layer=z["n_layer"], n_embd=z["n_embd"], n_head=z["n_head"],
+                              head_size=z["head_size"], vocab_size=z["vocab"], path=str(ckpt),
+                              strategy=strategy, backend="batched", file_id=file_id(ckpt))
+        self.max_batch = max_batch
+        self.scratch_row = max_batch  # padded rows of a bucketed step read and write here
+        self.pools = rwkv7.Pools.empty(z["n_layer"], max_batch + 1, z["n_embd"], z["head_size"], self.dtype,
+                                       self.device)
+        self._rows: dict[int, int] = {}  # slot -> pool row
+        self._free = list(range(max_batch - 1, -1, -1))
+        self.ops = pick_ops(version, self.device)
+        self._initial = (load_state_file(state_file, version, z["n_layer"], z["n_embd"], self.dtype)
+                         if state_file else None)
+        self.use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self._graphs: dict[int, _DecodeGraph] = {}
+        self._graph_pool = None
+        self._lock = threading.Lock()
+        self.sampler = BatchSampler(self.device)
+
+    # ----- Backend protocol ---------------------------------------------------------------------------------
+    def zero_state(self) -> State:
+        if self._initial is not None:
+            return [t.clone() for t in self._initial]
+        z, state = self.z, []
+        H, N, C = z["n_head"], z["head_size"], z["n_embd"]
+        for _ in range(z["n_layer"]):
+            state += [torch.zeros(C, dtype=self.dtype), torch.zeros(H, N, N, dtype=torch.float32),
+                      torch.zeros(C, dtype=self.dtype)]
+        return state
+
+    def load(self, slot: int, state: State) -> None:
+        row = self._rows.get(slot)
+        if row is None:
+            if not self._free:
+                raise RuntimeError(f"batched backend: all {self.max_batch} pool rows are in use")
+            row = self._rows[slot] = self._free.pop()
+        self._check_state(state)
+        with torch.no_grad():
+            self.pools.write(row, state)
+
+    def save(self, slot: int) -> State:
+        return self.pools.read(self._rows[slot])
+
+    def release(self, slot: int) -> None:
+        row = self._rows.pop(slot, None)
+        if row is not None:
+            self._free.append(row)
+
+    def forward(self, rows: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
+        if not rows:
+            return torch.empty(0, self.info.vocab_size, device=self.device)
+        for slot, tokens in rows:
+            if slot not in self._rows:
+                raise KeyError(f"slot {slot} was not loaded")
+            if len(tokens) == 0:
+                raise ValueError(f"slot {slot}: no tokens to feed")
+        one = [i for i, (_, t) in enumerate(rows) if len(t) == 1]
+        many = [i for i, (_, t) in enumerate(rows) if len(t) > 1]
+        with torch.no_grad():
+            if not many:
+                return self._decode([rows[i] for i in one])
+            if not one:
+                return self._prefill([rows[i] for i in many])
+            out = torch.empty(len(rows), self.info.vocab_size, device=self.device)
+            out[torch.tensor(one, device=self.device)] = self._decode([rows[i] for i in one])
+            out[torch.tensor(many, device=self.device)] = self._prefill([rows[i] for i in many])
+            return out
+
+    # ----- sampling -----------------------------------------------------------------------------------------
+    def sample(self, logits: torch.Tensor, samplers: list[ReplySampler], banned: list[set[int]],
+               texts: list[str]) -> list[int]:
+        return self.sampler.sample(logits, samplers, banned, texts)
+
+    # ----- internals ----------------------------------------------------------------------------------------
+    def _check_state(self, state: State) -> None:
+        z = self.z
+        if len(state) != 3 * z["n_layer"] or tuple(state[1].shape) != (z["n_head"], z["head_size"], z["head_size"]):
+            raise ValueError("state does not match this model's shape")
+
+    def _decode(self, rows: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
+        B = len(rows)
+        tokens = [t[0] for _, t in rows]
+        pool_rows = [self._rows[s] for s, _ in rows]
+        if self.use_graphs and B <= self.max_batch:
+            bucket = next(b for b in BUCKETS + (self.max_batch,) if b >= B)
+            graph = self._graphs.get(bucket)
+            if graph is None:
+                graph = self._graphs[bucket] = self._capture(bucket)
+            return graph.run(tokens, pool_rows, self.scratch_row)
+        tok = torch.tensor(tokens, dtype=torch.long).to(self.device)
+        idx = torch.tensor(pool_rows, dtype=torch.long).to(self.device)
+        return self.model.decode_step(self.z, tok, idx, self.pools, self.ops)
+
+    def _prefill(self, rows: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
+        packed = rwkv7.Packed.build([list(t) for _, t in rows], [self._rows[s] for s, _ in rows], self.device)
+        return self.model.forward_packed(self.z, packed, self.pools, self.ops.wkv_seq)
+
+    def _capture(self, bucket: int) -> "_DecodeGraph":
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        return _DecodeGraph(self, bucket, self._graph_pool)
+
+    def warmup(self, buckets: Sequence[int] = ()) -> None:
+        """Capture the decode graphs for these batch sizes now (the first step at a new size otherwise pays)."""
+        if not self.use_graphs:
+            return
+        with torch.no_grad():
+            for b in buckets:
+                bucket = next(x for x in BUCKETS + (self.max_batch,) if x >= b)
+                if bucket not in self._graphs and bucket <= self.max_batch:
+                    self._graphs[bucket] = self._capture(bucket)
+
+
+class _DecodeGraph:
+    """A CUDA graph of one decode step at a fixed batch size, over static token/row buffers."""
+
+    def __init__(self, backend: BatchedBackend, bucket: int, pool):
+        dev, z = backend.device, backend.z
+        self.bucket = bucket
+        self.tokens = torch.zeros(bucket, dtype=torch.long, device=dev)
+        self.rows = torch.full((bucket,), backend.scratch_row, dtype=torch.long, device=dev)
+        self.x = torch.zeros(bucket, z["n_embd"], dtype=torch.float32, device=dev)
+        self.v_first = torch.zeros(bucket, z["n_embd"], dtype=torch.float32, device=dev)
+        self.host_tokens = torch.zeros(bucket, dtype=torch.long).pin_memory()
+        self.host_rows = torch.zeros(bucket, dtype=torch.long).pin_memory()
+        step = lambda: backend.model.decode_step(z, self.tokens, self.rows, backend.pools, backend.ops,
+                                                 v_first=self.v_first, x=self.x)
+        # Warm up on a side stream (kernel compilation, cuBLAS handles), on the scratch row only.
+        side = torch.cuda.Stream(device=dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                step()
+        torch.cuda.current_stream(dev).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.logits = step()
+
+    def run(self, tokens: Sequence[int], rows: Sequence[int], scratch_row: int) -> torch.Tensor:
+        B = len(tokens)
+        self.host_tokens.zero_()
+        self.host_rows.fill_(scratch_row)
+        self.host_tokens[:B] = torch.tensor(tokens, dtype=torch.long)
+        self.host_rows[:B] = torch.tensor(rows, dtype=torch.long)
+        self.tokens.copy_(self.host_tokens, non_blocking=True)
+        self.rows.copy_(self.host_rows, non_blocking=True)
+        self.graph.replay()
+        return self.logits[:B].clone()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sampling on the device
+
+
+class BatchSampler:
+    """All rows of a step sampled on the device, each with its own ReplySampler's parameters; agrees with
+    ReplySampler.sample (greedy exactly; otherwise the same distribution) and updates Mirostat mu/lr like it."""
+
+    def __init__(self, device: torch.device, seed: int | None = None):
+        self.device = device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
+
+    def sample(self, logits: torch.Tensor, samplers: list[ReplySampler], banned: list[set[int]],
+               texts: list[str]) -> list[int]:
+        R = len(samplers)
+        if R == 0:
+            return []
+        dev = self.device
+        logits = logits.to(dev).float()
+        V = logits.shape[1]
+        # Penalties and bans as one scatter: (row, token, amount) triples built on the host.
+        pr, pt, pv = [], [], []
+        for i, s in enumerate(samplers):
+            p = s.params
+            for token, count in s.occurrence.items():
+                pr.append(i); pt.append(token); pv.append(p.presence_penalty + count * p.frequency_penalty)
+        adjusted = logits.clone()
+        if pr:
+            idx = torch.tensor(pr, dtype=torch.long).to(dev) * V + torch.tensor(pt, dtype=torch.long).to(dev)
+            # ReplySampler subtracts per token once: the (row, token) pairs are unique, so a plain scatter-add works.
+            adjusted.view(-1).index_add_(0, idx, -torch.tensor(pv, dtype=torch.float32).to(dev))
+        br = [i for i, b in enumerate(banned) for _ in b]
+        bt = [t for b in banned for t in b]
+        if br:
+            adjusted[torch.tensor(br, dtype=torch.long).to(dev), torch.tensor(bt, dtype=torch.long).to(dev)] = -float("inf")
+
+        greedy = [i for i, s in enumerate(samplers) if s.greedy]
+        action = [i for i, s in enumerate(samplers) if not s.greedy and texts[i].endswith(OPEN_ACTION)]
+        rest = [i for i, s in enumerate(samplers) if not s.greedy and not texts[i].endswith(OPEN_ACTION)]
+        miro = [i for i in rest if samplers[i].params.mirostat_tau > 0]
+        nucleus = [i for i in rest if samplers[i].params.mirostat_tau <= 0]
+
+        tokens = torch.argmax(adjusted, dim=-1)  # greedy rows keep this
+        surprise = torch.zeros(R, device=dev)
+        if action:
+            rows = torch.tensor(action, device=dev)
+            top = torch.topk(adjusted[rows], 20, dim=-1)
+            pick = torch.multinomial(torch.softmax(top.values / 1000.0, dim=-1), 1, generator=self.generator)
+            tokens[rows] = top.indices.gather(1, pick).squeeze(1)
+        if miro or nucleus:
+            sub = miro + nucleus
+            rows = torch.tensor(sub, device=dev)
+            sorted_logits, sorted_ids = torch.sort(adjusted[rows], dim=-1, descending=True)
+            param = lambda name: torch.tensor([float(getattr(samplers[i].params, name)) for i in sub], device=dev)
+            temperature, top_k, min_p = param("temperature"), param("top_k"), param("min_p")
+            is_miro = torch.tensor([i in set(miro) for i in sub], device=dev)
+            mu = torch.tensor([float(samplers[i].mu) for i in sub], device=dev)
+            top_p = param("top_p")
+            pos = torch.arange(V, device=dev).unsqueeze(0)
+            probs = torch.softmax(sorted_logits, dim=-1)  # (n, V) descending
+            # Mirostat: keep the tokens before the first one whose surprise exceeds mu (at least one).
+            surp = -torch.log2(probs)
+            keep = (surp <= mu.unsqueeze(1)).sum(dim=1).clamp(min=1)
+            miro_logits = torch.where(pos < keep.unsqueeze(1), sorted_logits, torch.full_like(sorted_logits, -float("inf")))
+            miro_probs = torch.softmax(miro_logits, dim=-1)
+            # Nucleus (PIPELINE): drop tokens less likely than the one at which the running total reaches top_p.
+            cumulative = torch.cumsum(probs, dim=-1)
+            cut = torch.searchsorted(cumulative, top_p.unsqueeze(1), right=False).clamp(max=V - 1)
+            cutoff = probs.gather(1, cut)
+            nuc_probs = torch.where(probs < cutoff, torch.zeros_like(probs), probs)
+            kept = torch.where(is_miro.unsqueeze(1), miro_probs, nuc_probs)
+            kept = torch.where((top_k.unsqueeze(1) > 0) & (pos >= top_k.unsqueeze(1)), torch.zeros_like(kept), kept)
+            kept = torch.where((min_p.unsqueeze(1) > 0) & (kept < kept[:, :1] * min_p.unsqueeze(1)),
+                               torch.zeros_like(kept), kept)
+            kept = torch.where(temperature.unsqueeze(1) != 1.0, kept ** (1.0 / temperature.unsqueeze(1)), kept)
+            pick = torch.multinomial(kept / kept.sum(dim=1, keepdim=True), 1, generator=self.generator)
+            tokens[rows] = sorted_ids.gather(1, pick).squeeze(1)
+            surprise[rows] = surp.gather(1, pick).squeeze(1)
+        # One transfer back: tokens and the surprise of each drawn token (for Mirostat's update).
+        both = torch.stack([tokens.double(), surprise.double()]).cpu()
+        out = [int(t) for t in both[0].tolist()]
+        if miro:
+            surprises = both[1].tolist()
+            for i in miro:
+                s = samplers[i]
+                p = s.params
+                s.mu, s.lr = mirostat_update(s.mu, s.lr, surprises[i], p.mirostat_tau, p.mirostat_lr_decay)
+        return out
