@@ -30,8 +30,9 @@ class ModelInfo:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies every input that decides a state's bits: a state is only reused under an equal fingerprint."""
-        key = f"v{self.version}|{self.n_layer}x{self.n_embd}|{self.file_id}|{self.strategy}|{self.backend}"
+        """Identifies the model and numeric format a state belongs to: a state is only reused under an equal
+        fingerprint. The backend is left out on purpose: both compute the same model in the same layout."""
+        key = f"v{self.version}|{self.n_layer}x{self.n_embd}|{self.file_id}|{self.strategy}"
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
     @property

@@ -1,0 +1,214 @@
+"""Wiring: config -> model -> engine -> database -> characters -> conversations -> commands -> adapters.
+
+`rwkv-bot run` starts Discord and/or Telegram when their tokens are set, otherwise the terminal chat;
+`rwkv-bot chat` is always the terminal chat. Everything runs in one process and one event loop.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import Config, ConfigError, load_config
+
+log = logging.getLogger("bot")
+
+DEMO_MODEL = Path("data/demo-rwkv7-L4-D256.pth")
+DEMO_WARNING = """\
+!!! No model configured (model.path): using a RANDOM-WEIGHT demo model ({path}).
+!!! Its replies are noise. For real conversations download an RWKV-7 G1 or RWKV-6 World checkpoint, e.g.
+!!!   https://huggingface.co/BlinkDL/rwkv7-g1  (rwkv7-g1a-1.5b-...pth is a good start)
+!!! and set it in rwkv-bot.toml:  [model] path = "/path/to/model.pth"   (or env RWKV_BOT_MODEL_PATH)"""
+
+
+@dataclass
+class App:
+    config: Config
+    engine: object
+    store: object
+    library: object
+    conversations: object
+    commands: object
+
+    async def close(self) -> None:
+        await self.engine.close()
+        await self.store.close()
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "aiosqlite", "alembic", "discord.gateway", "discord.client"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _model_path(config: Config) -> str:
+    if config.model.path:
+        return config.model.path
+    from bot.engine.demo_model import write_demo_model
+
+    if not DEMO_MODEL.exists():
+        write_demo_model(DEMO_MODEL, version=7, layers=4, dim=256)
+    print(DEMO_WARNING.format(path=DEMO_MODEL), file=sys.stderr, flush=True)
+    return str(DEMO_MODEL)
+
+
+def load_backend(config: Config):
+    """The batched engine where it can serve the checkpoint, else the plain `rwkv` package."""
+    from tqdm import tqdm
+
+    from bot.engine.model import default_strategy
+
+    path = _model_path(config)
+    strategy = config.model.strategy or default_strategy()
+    stages = ["reading checkpoint", "importing rwkv", "loading weights", "ready"]
+    with tqdm(total=len(stages), desc="loading model", file=sys.stderr, leave=False,
+              bar_format="{desc}: {n}/{total} {postfix}") as bar:
+        def progress(stage: str) -> None:
+            bar.set_postfix_str(stage)
+            bar.update(1)
+
+        progress(stages[0])
+        kind = config.model.backend
+        if kind in ("auto", "batched"):
+            try:
+                from bot.engine.batched import BatchedBackend
+
+                backend = BatchedBackend(path, strategy, state_file=config.model.state or None,
+                                         max_batch=config.model.max_batch, progress=progress)
+            except (ImportError, NotImplementedError) as exc:
+                if kind == "batched":
+                    raise
+                log.info("batched engine unavailable (%s); using the rwkv package", exc)
+                backend = None
+        else:
+            backend = None
+        if backend is None:
+            from bot.engine.rwkv_pip import RwkvPipBackend
+
+            backend = RwkvPipBackend(path, strategy, state_file=config.model.state or None, progress=progress)
+        bar.set_postfix_str("ready")
+    info = backend.info
+    log.info("model %s: RWKV-%d %d layers x %d, %s, backend %s", Path(info.path).name, info.version, info.n_layer,
+             info.n_embd, info.strategy, info.backend)
+    return backend
+
+
+async def build_app(config: Config, backend=None) -> App:
+    from bot.commands import Commands
+    from bot.engine.conversations import Conversations
+    from bot.engine.model import file_id
+    from bot.engine.scheduler import Engine
+    from bot.engine.store import Store
+    from bot.engine.tokenizer import world_tokenizer
+    from bot.library import Library
+
+    backend = backend or await asyncio.to_thread(load_backend, config)
+    engine = Engine(backend, world_tokenizer(), chunk_len=config.model.chunk_len, max_batch=config.model.max_batch)
+    await engine.start()
+    store = Store(config.database.url, snapshots=config.database.snapshots)
+    await store.open()
+    library = Library(store, config.characters.dir, config.characters.default)
+    await library.load()
+    state_id = file_id(Path(config.model.state).expanduser()) if config.model.state else ""
+    conversations = Conversations(
+        engine, store, library, sampling_defaults=config.sampling_defaults,
+        max_context_tokens=config.model.max_context_tokens, hot_states=config.database.hot_states,
+        max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
+        channel_queue=config.limits.channel_queue, state_id=state_id)
+    commands = Commands(conversations, library, max_saves=config.limits.max_saves)
+    app = App(config, engine, store, library, conversations, commands)
+    commands.status = lambda: status_of(app)
+    return app
+
+
+def status_of(app: App) -> dict:
+    info = app.engine.info
+    return {"model": f"{Path(info.path).name} (RWKV-{info.version}, {info.n_layer}x{info.n_embd})",
+            "device": info.strategy, "queue": app.engine.queue_depth(), "tps": app.engine.tokens_per_second(),
+            "hot": len(app.conversations._hot)}
+
+
+async def serve(config: Config, *, terminal: bool, character: str | None = None, channel: str = "terminal") -> int:
+    app = await build_app(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    tasks = []
+    try:
+        platforms = [] if terminal else _platform_runners(app)
+        if platforms:
+            tasks = [asyncio.create_task(runner(stop)) for runner in platforms]
+            await stop.wait()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        else:
+            from bot.adapters.terminal import TerminalChat
+
+            chat = TerminalChat(app.commands, channel=channel, user_name=config.ui.user_name, lang=config.ui.lang)
+            chat_task = asyncio.create_task(chat.run(character))
+            stop_task = asyncio.create_task(stop.wait())
+            await asyncio.wait({chat_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            if chat_task.done():
+                chat_task.result()
+            else:
+                chat_task.cancel()
+        await app.conversations.drain(config.limits.shutdown_seconds)
+    finally:
+        await app.close()
+    return 0
+
+
+def _platform_runners(app: App) -> list:
+    runners = []
+    if app.config.telegram.token:
+        from bot.adapters.telegram import run_telegram
+
+        runners.append(lambda stop: run_telegram(app, stop))
+    if app.config.discord.token:
+        from bot.adapters.discord import run_discord
+
+        runners.append(lambda stop: run_discord(app, stop))
+    return runners
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(f"rwkv-bot: config: {exc}", file=sys.stderr)
+        return None
+
+
+def _start(args: argparse.Namespace, terminal: bool) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    setup_logging()
+    from bot.engine.model import ModelError
+
+    try:
+        return asyncio.run(serve(config, terminal=terminal, character=getattr(args, "character", None),
+                                 channel=getattr(args, "channel", "terminal")))
+    except ModelError as exc:
+        print(f"rwkv-bot: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return _start(args, terminal=False)
+
+
+def chat_command(args: argparse.Namespace) -> int:
+    return _start(args, terminal=True)

@@ -1,0 +1,68 @@
+"""`Commands.handle`: one entry point for every adapter, for commands and plain chat alike."""
+from __future__ import annotations
+
+import logging
+
+from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command
+from bot.engine.conversations import Busy, ConversationError, Conversations
+from bot.engine.sampling import ParamError
+from bot.i18n import t
+
+log = logging.getLogger(__name__)
+
+
+class Commands:
+    def __init__(self, conversations: Conversations, library, *, status=None, max_saves: int = 20):
+        self.conversations = conversations
+        self.library = library
+        self.status = status  # callable -> dict for /status (the app provides it)
+        self.max_saves = max_saves
+
+    async def handle(self, ctx: Context, text: str) -> list[Output]:
+        """A message from a user: a command, or a line said to the channel's character."""
+        parsed = parse_command(text)
+        if parsed is None:
+            return await self._guarded(ctx, "chat", self._chat(ctx, text))
+        spec = REGISTRY.get(parsed.name)
+        if spec is None:
+            return [Reply(t("unknown_command", ctx.lang, name=parsed.name[:32]), ephemeral=True)]
+        if spec.admin and not ctx.is_admin:
+            log.info("channel %s: /%s refused: %s is not an admin", ctx.key, spec.name, ctx.user_id)
+            return [Reply(t("not_admin", ctx.lang), ephemeral=True)]
+        return await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
+
+    def commands(self) -> list[CommandSpec]:
+        """Each command once, in registration order (for /help and platform menus)."""
+        seen, out = set(), []
+        for spec in REGISTRY.values():
+            if spec.name not in seen and not spec.hidden:
+                seen.add(spec.name)
+                out.append(spec)
+        return out
+
+    async def _chat(self, ctx: Context, text: str) -> list[Output]:
+        stream = await self.conversations.say(ctx.key, ctx.user_name, text)
+        out: list[Output] = []
+        if stream.notice:
+            out.append(Reply(t(stream.notice, ctx.lang, limit=self.conversations.max_message_chars)))
+        out.append(stream)
+        return out
+
+    async def _guarded(self, ctx: Context, what: str, work) -> list[Output]:
+        """Handled problems become one clear reply and one log line (no traceback: a traceback means a bug)."""
+        from bot.cards import CardError
+
+        try:
+            return await work
+        except Busy:
+            log.info("channel %s: %s refused: busy", ctx.key, what)
+            return [Reply(t("busy", ctx.lang), ephemeral=True)]
+        except ConversationError as exc:
+            log.info("channel %s: %s refused: %s", ctx.key, what, exc.key)
+            return [Reply(t(exc.key, ctx.lang, **exc.args_), ephemeral=True)]
+        except ParamError as exc:
+            log.info("channel %s: %s refused: %s", ctx.key, what, exc)
+            return [Reply(t("param_error", ctx.lang, problem=str(exc)), ephemeral=True)]
+        except CardError as exc:
+            log.info("channel %s: %s refused: bad card: %s", ctx.key, what, exc)
+            return [Reply(t("card_error", ctx.lang, problem=str(exc)), ephemeral=True)]

@@ -1,0 +1,537 @@
+"""Per-channel conversations: the character, its params, the turn log and the exact RNN state at every turn.
+
+Every operation on a channel runs under that channel's lock, in arrival order. A turn is committed (its text,
+its fed tokens and the resulting state, in one transaction) before its reply is final; a turn that is cut off
+(crash, shutdown, cancel) leaves the channel exactly where it was. States live in a small in-memory LRU and in the
+database; anything missing is rebuilt by replaying the stored turns from the nearest older snapshot, feeding the
+same tokens in the same forward calls, so the rebuilt state is the same state.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+from bot.engine.backend import State, clone_state
+from bot.engine.prompt import reply_cue, sanitize_name, sanitize_text, turn
+from bot.engine.sampling import SamplingParams
+from bot.engine.scheduler import Engine, GenerationCancelled, GenerationResult
+from bot.engine.store import (Channel, Store, Turn, expand_runs, run_length, split_by_lengths, tokens_from_bytes,
+                              tokens_to_bytes)
+
+log = logging.getLogger(__name__)
+
+CHAT_FORMATS = ("names", "user-assistant")
+DEFAULT_MAX_CONTEXT = 8192
+RECENT_TURNS = 4  # turns scanned for lorebook keys besides the new message
+
+
+class ConversationError(Exception):
+    """A request that cannot be done as asked; `key` names a message in bot.i18n, `args` fill it in."""
+
+    def __init__(self, key: str, **args):
+        super().__init__(key)
+        self.key = key
+        self.args_ = args
+
+
+class Busy(ConversationError):
+    pass
+
+
+@dataclass(frozen=True)
+class ChannelKey:
+    platform: str
+    external_id: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.external_id}"
+
+
+@dataclass
+class HotState:
+    position: int
+    fingerprint: str
+    tokens: int
+    state: State
+
+
+@dataclass
+class TurnResult:
+    text: str
+    speaker: str
+    position: int
+    stop_reason: str
+
+
+class TurnStream:
+    """A reply being generated: iterate for the text so far; `await result()` returns once it is committed."""
+
+    def __init__(self, speaker: str, avatar: bytes | None, generation, committed: asyncio.Future, notice: str = ""):
+        self.speaker = speaker
+        self.avatar = avatar
+        self.notice = notice  # e.g. "your message was shortened"
+        self._generation = generation
+        self._committed = committed
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._generation.__aiter__()
+
+    async def result(self) -> TurnResult:
+        return await asyncio.shield(self._committed)
+
+    def cancel(self) -> None:
+        self._generation.cancel()
+
+
+@dataclass
+class ChannelView:
+    """What commands show about a channel."""
+    id: int
+    character: object | None  # bot.cards.Card
+    params: SamplingParams
+    overrides: dict
+    chat_format: str
+    head: int
+    context_tokens: int
+    max_context: int
+    settings: dict
+
+
+class Conversations:
+    def __init__(self, engine: Engine, store: Store, library, *, sampling_defaults: SamplingParams | None = None,
+                 max_context_tokens: int = 0, hot_states: int = 256, max_message_chars: int = 4000,
+                 max_name_chars: int = 32, channel_queue: int = 3, state_id: str = ""):
+        self.engine = engine
+        self.store = store
+        self.library = library
+        self.tokenizer = engine.tokenizer
+        self.sampling_defaults = sampling_defaults or SamplingParams()
+        self.max_context = max_context_tokens or DEFAULT_MAX_CONTEXT
+        self.max_message_chars = max_message_chars
+        self.max_name_chars = max_name_chars
+        self.channel_queue = channel_queue
+        # A state is valid for one model, numeric format and initial state (state-tuning file).
+        self.fingerprint = hashlib.sha256(f"{engine.info.fingerprint}|{state_id}".encode()).hexdigest()[:32]
+        self._hot: collections.OrderedDict[int, HotState] = collections.OrderedDict()
+        self._hot_limit = hot_states
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._waiting: collections.Counter[int] = collections.Counter()
+        self._tasks: set[asyncio.Task] = set()
+        self.accepting = True
+
+    # ----- channels ---------------------------------------------------------------------------------------
+    async def channel(self, key: ChannelKey, user_label: str = "User") -> Channel:
+        row = await self.store.get_or_create_channel(key.platform, key.external_id, {
+            "user_label": sanitize_name(user_label, max_chars=self.max_name_chars), "greeting_index": 0,
+            "chat_format": "names", "head": 0, "base_position": 0})
+        return row
+
+    async def view(self, key: ChannelKey) -> ChannelView:
+        ch = await self.channel(key)
+        card = self._card(ch)
+        hot = await self._head_state_info(ch)
+        return ChannelView(id=ch.id, character=card, params=self.params_of(ch), overrides=dict(ch.params or {}),
+                           chat_format=ch.chat_format, head=ch.head, context_tokens=hot,
+                           max_context=self.max_context, settings=dict(ch.settings or {}))
+
+    def params_of(self, ch: Channel) -> SamplingParams:
+        return SamplingParams.from_dict(ch.params or {}, base=self.sampling_defaults)
+
+    def _card(self, ch: Channel):
+        card = self.library.get(ch.character) if ch.character else None
+        return card or self.library.default()
+
+    def _labels(self, ch: Channel, card, speaker: str | None = None) -> tuple[str, str]:
+        """(character label, user label) as the model reads them."""
+        if ch.chat_format == "user-assistant":
+            return "Assistant", "User"
+        char = sanitize_name(card.display_name, fallback="Bot", max_chars=self.max_name_chars)
+        user = sanitize_name(speaker or ch.user_label, max_chars=self.max_name_chars)
+        return char, user
+
+    # ----- turns ------------------------------------------------------------------------------------------
+    async def say(self, key: ChannelKey, speaker: str, text: str, *, kind: str = "say",
+                  reply_speaker: str | None = None, seed: int | None = None) -> TurnStream:
+        """A line spoken to the character (by the user, or by NAME with /as); the character replies."""
+        cleaned, notice = self._clean_message(text)
+        if not cleaned:
+            raise ConversationError("empty_message")
+        return await self._turn(key, kind=kind, speaker=speaker, text=cleaned, reply_speaker=reply_speaker,
+                                seed=seed, notice=notice)
+
+    async def continue_(self, key: ChannelKey, reply_speaker: str | None = None, seed: int | None = None) -> TurnStream:
+        """The character (or `reply_speaker`) goes on speaking without a new line from the user."""
+        return await self._turn(key, kind="continue", speaker=None, text=None, reply_speaker=reply_speaker, seed=seed)
+
+    async def regen(self, key: ChannelKey, seed: int | None = None) -> TurnStream:
+        """A new reply to the last line: the last turn is taken back exactly and asked again."""
+        lock = await self._acquire(key)
+        try:
+            ch = await self.channel(key)
+            last = await self.store.last_turn(ch.id)
+            if last is None:
+                raise ConversationError("nothing_to_regen")
+            await self._truncate(ch, ch.head - 1)
+        except BaseException:
+            lock.release()
+            raise
+        kind = "say" if last.kind == "edit" else last.kind
+        return await self._turn(key, kind=kind, speaker=last.in_speaker, text=last.in_text,
+                                reply_speaker=last.out_speaker, seed=seed, lock=lock)
+
+    def _clean_message(self, text: str) -> tuple[str, str]:
+        notice = ""
+        if len(text) > self.max_message_chars:
+            text = text[: self.max_message_chars]
+            notice = "message_truncated"
+        return sanitize_text(text), notice
+
+    async def _turn(self, key: ChannelKey, *, kind: str, speaker: str | None, text: str | None,
+                    reply_speaker: str | None, seed: int | None, notice: str = "",
+                    lock: asyncio.Lock | None = None) -> TurnStream:
+        lock = lock or await self._acquire(key)
+        try:
+            ch = await self.channel(key, speaker or "User")
+            card = self._card(ch)
+            if card is None:
+                raise ConversationError("no_character")
+            char_label, user_label = self._labels(ch, card, speaker)
+            out_speaker = (sanitize_name(reply_speaker, max_chars=self.max_name_chars)
+                           if reply_speaker and ch.chat_format == "names" else char_label)
+            hot = await self._head_state(ch, card)
+            if hot.tokens > self.max_context:
+                hot = await self._rebase(ch, card)
+            prompt = ""
+            if text is not None:
+                in_speaker = user_label if kind == "say" else sanitize_name(speaker, max_chars=self.max_name_chars)
+                prompt = turn(in_speaker, text) + await self._preamble(card, ch, text, user_label, char_label)
+            else:
+                in_speaker = None
+            prompt += reply_cue(out_speaker)
+            prompt_tokens = self.tokenizer.encode(prompt)
+            generation = self.engine.generate(hot.state, prompt_tokens, self.params_of(ch), channel=str(key),
+                                              seed=seed)
+        except BaseException:
+            lock.release()
+            raise
+        committed = asyncio.get_running_loop().create_future()
+        record = {"kind": kind, "in_speaker": in_speaker, "in_text": text, "out_speaker": out_speaker}
+        task = asyncio.create_task(self._finish_turn(ch, hot, generation, len(prompt_tokens), record, committed,
+                                                     lock))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return TurnStream(out_speaker, getattr(card, "avatar", None), generation, committed, notice)
+
+    async def _finish_turn(self, ch: Channel, hot: HotState, generation, prompt_len: int, record: dict,
+                           committed: asyncio.Future, lock: asyncio.Lock) -> None:
+        try:
+            result: GenerationResult = await generation.result()
+            tokens = hot.tokens + len(result.fed)
+            position = await self.store.commit_turn(
+                ch.id, dict(record, out_text=result.text, fed=tokens_to_bytes(result.fed), prompt_len=prompt_len,
+                            feed_lengths=run_length(result.feed_lengths)),
+                result.state, self.fingerprint, tokens)
+            self._remember(ch.id, HotState(position, self.fingerprint, tokens, result.state))
+            committed.set_result(TurnResult(result.text, record["out_speaker"], position, result.stop_reason))
+        except BaseException as exc:  # cancelled or failed: nothing was committed; the channel is unchanged
+            if not isinstance(exc, (GenerationCancelled, asyncio.CancelledError)):
+                log.error("channel %s: turn failed: %s: %s", ch.id, exc.__class__.__name__, exc)
+            if not committed.done():
+                committed.set_exception(exc if isinstance(exc, Exception) else GenerationCancelled())
+                committed.exception()
+        finally:
+            lock.release()
+
+    async def _preamble(self, card, ch: Channel, text: str, user_label: str, char_label: str) -> str:
+        """Lorebook notes and post-history instructions for this reply (bot.cards decides what applies)."""
+        from bot.cards import reply_preamble
+
+        recent = []
+        for t in await self.store.turns(ch.id, after=max(0, ch.head - RECENT_TURNS)):
+            recent += [x for x in (t.in_text, t.out_text) if x]
+        return reply_preamble(card, message=text, recent=recent, user=user_label, char_label=char_label,
+                              count_tokens=self.tokenizer.count)
+
+    async def suggest(self, key: ChannelKey) -> str:
+        """What the user might say next, generated from a copy of the state (the channel is not changed)."""
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            card = self._card(ch)
+            if card is None:
+                raise ConversationError("no_character")
+            _, user_label = self._labels(ch, card)
+            hot = await self._head_state(ch, card)
+            generation = self.engine.generate(clone_state(hot.state), self.tokenizer.encode(reply_cue(user_label)),
+                                              self.params_of(ch), channel=str(key))
+            return (await generation.result()).text
+
+    async def edit_last(self, key: ChannelKey, text: str) -> TurnResult:
+        """Replace the character's last reply; the state becomes exactly what it would be had it said this."""
+        cleaned, _ = self._clean_message(text)
+        if not cleaned:
+            raise ConversationError("empty_message")
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            card = self._card(ch)
+            last = await self.store.last_turn(ch.id)
+            if last is None:
+                raise ConversationError("nothing_to_edit")
+            before = await self._state_at(ch, card, ch.head - 1)
+            fed = tokens_from_bytes(last.fed)
+            lengths = expand_runs(last.feed_lengths)
+            cue_chunks, used = [], 0
+            for chunk in split_by_lengths(fed, lengths):  # keep the cue's recorded forward calls
+                if used >= last.prompt_len:
+                    break
+                cue_chunks.append(chunk)
+                used += len(chunk)
+            reply_tokens = self.tokenizer.encode(" " + cleaned + "\n\n")
+            result = await self.engine.feed(before.state, cue_chunks + [reply_tokens], channel=str(key))
+            await self._truncate(ch, ch.head - 1)
+            tokens = before.tokens + len(result.fed)
+            record = dict(kind="edit", in_speaker=last.in_speaker, in_text=last.in_text,
+                          out_speaker=last.out_speaker, out_text=cleaned, fed=tokens_to_bytes(result.fed),
+                          prompt_len=last.prompt_len, feed_lengths=run_length(result.feed_lengths))
+            position = await self.store.commit_turn(ch.id, record, result.state, self.fingerprint, tokens)
+            self._remember(ch.id, HotState(position, self.fingerprint, tokens, result.state))
+            return TurnResult(cleaned, last.out_speaker, position, "edit")
+
+    # ----- channel operations ------------------------------------------------------------------------------
+    async def undo(self, key: ChannelKey, n: int = 1) -> int:
+        """Take back the last `n` turns; returns how many were removed. The state is rolled back exactly."""
+        if n < 1:
+            raise ConversationError("bad_count", low=1)
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            removed = min(n, ch.head)
+            if removed:
+                await self._truncate(ch, ch.head - removed)
+            return removed
+
+    async def reset(self, key: ChannelKey) -> str:
+        """Start the conversation over with the same character and params; returns the greeting."""
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            card = self._card(ch)
+            if card is None:
+                raise ConversationError("no_character")
+            return await self._start(ch, card, ch.greeting_index)
+
+    async def use_character(self, key: ChannelKey, card, greeting_index: int = 0, user_label: str | None = None) -> str:
+        """Switch the channel to `card` (resetting it) and return the greeting."""
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            if user_label:
+                ch.user_label = sanitize_name(user_label, max_chars=self.max_name_chars)
+            return await self._start(ch, card, greeting_index)
+
+    async def set_chat_format(self, key: ChannelKey, chat_format: str) -> str:
+        if chat_format not in CHAT_FORMATS:
+            raise ConversationError("bad_chat_format", valid=", ".join(CHAT_FORMATS))
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            card = self._card(ch)
+            ch.chat_format = chat_format
+            return await self._start(ch, card, ch.greeting_index) if card else ""
+
+    async def set_params(self, key: ChannelKey, changes: dict) -> SamplingParams:
+        """Validate all changes first (ParamError names the bad one); then store them together."""
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            merged = dict(ch.params or {})
+            merged.update(changes)
+            params = SamplingParams.from_dict(merged, base=self.sampling_defaults)
+            stored = {k: getattr(params, k) for k in merged}
+            await self.store.update_channel(ch.id, params=stored)
+            return params
+
+    async def reset_params(self, key: ChannelKey) -> SamplingParams:
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            await self.store.update_channel(ch.id, params={})
+            return self.sampling_defaults
+
+    async def set_setting(self, key: ChannelKey, name: str, value) -> None:
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            settings = dict(ch.settings or {})
+            settings[name] = value
+            await self.store.update_channel(ch.id, settings=settings)
+
+    async def transcript(self, key: ChannelKey) -> tuple[Channel, list[Turn]]:
+        ch = await self.channel(key)
+        return ch, await self.store.turns(ch.id)
+
+    # ----- states -----------------------------------------------------------------------------------------
+    async def _start(self, ch: Channel, card, greeting_index: int) -> str:
+        from bot.cards import build_prompt
+
+        char_label, user_label = self._labels(ch, card)
+        user_name = ch.user_label
+        prompt = build_prompt(card, user=user_name, char_label=char_label, user_label=user_label,
+                              greeting_index=greeting_index, count_tokens=self.tokenizer.count,
+                              max_prompt_tokens=self.max_context // 2)
+        state, tokens = await self._initial_state(card, prompt.text)
+        settings = dict(ch.settings or {})
+        settings["greeting"] = prompt.greeting
+        settings["prompt_hash"] = _hash(prompt.text)
+        await self.store.reset_channel(ch.id, state, self.fingerprint, tokens, character=card.content_hash(),
+                                       greeting_index=greeting_index, chat_format=ch.chat_format,
+                                       user_label=ch.user_label, settings=settings)
+        ch.character, ch.greeting_index, ch.head, ch.base_position, ch.settings = (
+            card.content_hash(), greeting_index, 0, 0, settings)
+        self._remember(ch.id, HotState(0, self.fingerprint, tokens, state))
+        return prompt.greeting
+
+    async def _initial_state(self, card, prompt_text: str) -> tuple[State, int]:
+        prompt_hash = _hash(prompt_text)
+        cached = await self.store.get_initial(prompt_hash, self.fingerprint)
+        if cached is not None:
+            return cached
+        tokens = self.tokenizer.encode(prompt_text)
+        result = await self.engine.feed(self.engine.backend.zero_state(), tokens=tokens, channel="prompt")
+        await self.store.put_initial(prompt_hash, self.fingerprint, card.content_hash(), result.state, len(tokens))
+        return result.state, len(tokens)
+
+    async def _head_state(self, ch: Channel, card) -> HotState:
+        return await self._state_at(ch, card, ch.head)
+
+    async def _head_state_info(self, ch: Channel) -> int:
+        hot = self._hot.get(ch.id)
+        if hot and hot.position == ch.head:
+            return hot.tokens
+        card = self._card(ch)
+        if card is None or not ch.character:
+            return 0
+        return (await self._head_state(ch, card)).tokens
+
+    async def _state_at(self, ch: Channel, card, position: int) -> HotState:
+        """The exact state after turn `position`: memory, else the database, else replayed from a snapshot."""
+        hot = self._hot.get(ch.id)
+        if hot and hot.position == position and hot.fingerprint == self.fingerprint:
+            self._hot.move_to_end(ch.id)
+            return hot
+        if not ch.character and card is not None and position == 0:
+            await self._start(ch, card, 0)  # a new channel gets the default character on first use
+            return self._hot[ch.id]
+        stored = await self.store.nearest_state(ch.id, position)
+        if stored is None or stored.fingerprint != self.fingerprint:
+            log.info("channel %s: no usable state at turn %d (model changed?); rebuilding", ch.id, position)
+            return await self._rebuild(ch, card, position)
+        hot = HotState(stored.position, stored.fingerprint, stored.tokens, stored.state)
+        if stored.position < position:
+            hot = await self._replay(ch, hot, position)
+            await self.store.put_state(ch.id, position, hot.state, self.fingerprint, hot.tokens)
+        if position == ch.head:
+            self._remember(ch.id, hot)
+        return hot
+
+    async def _replay(self, ch: Channel, start: HotState, position: int) -> HotState:
+        turns = await self.store.turns(ch.id, after=start.position, upto=position)
+        chunks, count = [], 0
+        for t in turns:
+            fed = tokens_from_bytes(t.fed)
+            chunks += split_by_lengths(fed, expand_runs(t.feed_lengths))
+            count += len(fed)
+        result = await self.engine.feed(start.state, chunks, channel=str(ch.id))
+        return HotState(position, self.fingerprint, start.tokens + count, result.state)
+
+    async def _rebuild(self, ch: Channel, card, position: int) -> HotState:
+        """No usable snapshot (another model made them): the character's prompt plus the latest turns that fit."""
+        if card is None:
+            raise ConversationError("no_character")
+        hot = await self._rebased_state(ch, card, position)
+        await self.store.put_state(ch.id, position, hot.state, self.fingerprint, hot.tokens, pinned=True)
+        await self.store.update_channel(ch.id, base_position=position)
+        self._remember(ch.id, hot)
+        return hot
+
+    async def _rebase(self, ch: Channel, card) -> HotState:
+        """Context full: rebuild from the card and the most recent turns that fit; the visible log is kept."""
+        log.info("channel %s: context over %d tokens; rebasing", ch.id, self.max_context)
+        return await self._rebuild(ch, card, ch.head)
+
+    async def _rebased_state(self, ch: Channel, card, position: int) -> HotState:
+        from bot.cards import build_prompt
+
+        char_label, user_label = self._labels(ch, card)
+        prompt = build_prompt(card, user=ch.user_label, char_label=char_label, user_label=user_label,
+                              greeting_index=ch.greeting_index, count_tokens=self.tokenizer.count,
+                              max_prompt_tokens=self.max_context // 2)
+        state, tokens = await self._initial_state(card, prompt.text)
+        turns = await self.store.turns(ch.id, upto=position)
+        budget = self.max_context // 2 - tokens
+        keep: list[Turn] = []
+        for t in reversed(turns):
+            size = len(t.fed) // 4
+            if size > budget:
+                break
+            keep.append(t)
+            budget -= size
+        chunks = []
+        for t in reversed(keep):
+            chunks += split_by_lengths(tokens_from_bytes(t.fed), expand_runs(t.feed_lengths))
+        result = await self.engine.feed(state, chunks, channel=str(ch.id))
+        return HotState(position, self.fingerprint, tokens + len(result.fed), result.state)
+
+    async def _truncate(self, ch: Channel, position: int) -> None:
+        await self.store.truncate(ch.id, position)
+        ch.head = position
+        hot = self._hot.get(ch.id)
+        if hot and hot.position > position:
+            del self._hot[ch.id]
+
+    def _remember(self, channel_id: int, hot: HotState) -> None:
+        self._hot[channel_id] = hot
+        self._hot.move_to_end(channel_id)
+        while len(self._hot) > self._hot_limit:
+            self._hot.popitem(last=False)
+
+    # ----- ordering ---------------------------------------------------------------------------------------
+    async def _acquire(self, key: ChannelKey) -> asyncio.Lock:
+        """The channel's lock, acquired in arrival order; refuses when too many turns already wait."""
+        if not self.accepting:
+            raise ConversationError("shutting_down")
+        ch = await self.channel(key)
+        lock = self._locks.setdefault(ch.id, asyncio.Lock())
+        if lock.locked() and self._waiting[ch.id] >= self.channel_queue:
+            raise Busy("busy")
+        self._waiting[ch.id] += 1
+        try:
+            await lock.acquire()
+        finally:
+            self._waiting[ch.id] -= 1
+        return lock
+
+    async def _locked(self, key: ChannelKey):
+        lock = await self._acquire(key)
+        return _Held(lock)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking turns and wait for the ones in flight; True when all finished in time."""
+        self.accepting = False
+        if not self._tasks:
+            return True
+        done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        return not pending
+
+
+class _Held:
+    """`async with await self._locked(key):` releases a lock acquired by _acquire."""
+
+    def __init__(self, lock: asyncio.Lock):
+        self.lock = lock
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.lock.release()
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,438 @@
+"""Conversations and exact RNN states in a database (SQLite by default, PostgreSQL by URL), via SQLAlchemy async.
+
+A channel's history is a list of turns; a turn is one exchange: an optional line spoken to the character
+(`in_speaker`/`in_text`) and the character's reply. Each turn stores the exact tokens it fed and how they were
+split into forward calls, so any state can be rebuilt bit for bit by replaying turns from an older snapshot.
+States are stored exactly (raw tensor bytes, zstd-compressed) with the fingerprint of the model that made them;
+a state from another model is never fed.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import zstandard
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint,
+                        delete, event, func, select, update)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bot.engine.backend import State
+
+ZSTD_LEVEL = 3
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Channel(Base):
+    __tablename__ = "channels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    character: Mapped[str | None] = mapped_column(String(64))  # content hash of the card in `characters`
+    greeting_index: Mapped[int] = mapped_column(Integer, default=0)
+    user_label: Mapped[str] = mapped_column(String(128), default="User")  # {{user}} in the character's prompt
+    params: Mapped[dict] = mapped_column(JSON, default=dict)  # sampling overrides; defaults come from config
+    chat_format: Mapped[str] = mapped_column(String(32), default="names")
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    head: Mapped[int] = mapped_column(Integer, default=0)  # position of the last committed turn
+    base_position: Mapped[int] = mapped_column(Integer, default=0)  # turns after this are in the state (rebase)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    __table_args__ = (UniqueConstraint("platform", "external_id", name="uq_channel_platform_external"),)
+
+
+class Character(Base):
+    __tablename__ = "characters"
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    source_format: Mapped[str] = mapped_column(String(32))
+    card: Mapped[dict] = mapped_column(JSON)  # the normalized card (bot.cards Card.to_json()), for inspection
+    filename: Mapped[str] = mapped_column(String(256))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the file as imported: parsed again at start
+    avatar: Mapped[bytes | None] = mapped_column(LargeBinary)
+    origin: Mapped[str] = mapped_column(String(16), default="import")  # "dir" (characters/) or "import"
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Turn(Base):
+    __tablename__ = "turns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 1, 2, ... (0 is the character's prompt and greeting)
+    kind: Mapped[str] = mapped_column(String(16))  # say | continue | as | edit ...
+    in_speaker: Mapped[str | None] = mapped_column(String(128))
+    in_text: Mapped[str | None] = mapped_column(Text)
+    out_speaker: Mapped[str] = mapped_column(String(128))
+    out_text: Mapped[str] = mapped_column(Text)
+    fed: Mapped[bytes] = mapped_column(LargeBinary)  # int32 token ids fed by this turn
+    prompt_len: Mapped[int] = mapped_column(Integer)  # the first tokens of `fed` are the cue, the rest the reply
+    feed_lengths: Mapped[list] = mapped_column(JSON)  # run-length [[length, count], ...] of forward calls
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("channel_id", "position", name="uq_turn_position"),)
+
+
+class StateRow(Base):
+    __tablename__ = "states"
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)  # the initial state and rebase points stay
+    tokens: Mapped[int] = mapped_column(Integer)  # tokens in this state since its base (context fill)
+    header: Mapped[list] = mapped_column(JSON)  # [[dtype, shape], ...]
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class InitialState(Base):
+    """A character's prefilled prompt, shared by every channel using it with the same model and prompt."""
+    __tablename__ = "initial_states"
+    prompt_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    character: Mapped[str] = mapped_column(String(64), index=True)
+    tokens: Mapped[int] = mapped_column(Integer)
+    header: Mapped[list] = mapped_column(JSON)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Save(Base):
+    """A named checkpoint of a channel: its turns, character and the state at its head."""
+    __tablename__ = "saves"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    snapshot: Mapped[dict] = mapped_column(JSON)  # channel fields and turns
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    tokens: Mapped[int] = mapped_column(Integer)
+    header: Mapped[list] = mapped_column(JSON)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("channel_id", "name", name="uq_save_name"),)
+
+
+# ----- exact state bytes --------------------------------------------------------------------------------------
+@dataclass
+class PackedState:
+    header: list
+    blob: bytes
+
+
+def pack_state(state: State) -> PackedState:
+    header, parts = [], []
+    for t in state:
+        t = t.detach().to("cpu").contiguous()
+        header.append([str(t.dtype).removeprefix("torch."), list(t.shape)])
+        parts.append(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return PackedState(header, zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(b"".join(parts)))
+
+
+def unpack_state(header: Sequence, blob: bytes) -> State:
+    raw = bytearray(zstandard.ZstdDecompressor().decompress(blob))
+    state, offset = [], 0
+    for dtype_name, shape in header:
+        dtype = getattr(torch, dtype_name)
+        count = 1
+        for n in shape:
+            count *= n
+        size = count * torch.empty((), dtype=dtype).element_size()
+        flat = torch.frombuffer(raw, dtype=torch.uint8, count=size, offset=offset).clone()
+        state.append(flat.view(dtype).reshape(shape))
+        offset += size
+    if offset != len(raw):
+        raise ValueError("state blob does not match its header")
+    return state
+
+
+def tokens_to_bytes(tokens: Sequence[int]) -> bytes:
+    return torch.tensor(list(tokens), dtype=torch.int32).numpy().tobytes()
+
+
+def tokens_from_bytes(data: bytes) -> list[int]:
+    return torch.frombuffer(bytearray(data), dtype=torch.int32).tolist() if data else []
+
+
+def run_length(lengths: Sequence[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for n in lengths:
+        if out and out[-1][0] == n:
+            out[-1][1] += 1
+        else:
+            out.append([n, 1])
+    return out
+
+
+def expand_runs(runs: Sequence[Sequence[int]]) -> list[int]:
+    return [n for n, count in runs for _ in range(count)]
+
+
+def split_by_lengths(tokens: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
+    chunks, i = [], 0
+    for n in lengths:
+        chunks.append(list(tokens[i : i + n]))
+        i += n
+    if i != len(tokens):
+        raise ValueError("feed lengths do not match the tokens")
+    return chunks
+
+
+# ----- the store ----------------------------------------------------------------------------------------------
+@dataclass
+class StoredState:
+    position: int
+    fingerprint: str
+    tokens: int
+    state: State
+    pinned: bool
+
+
+class Store:
+    """Async access to the database. Methods are small transactions; turn commits are atomic."""
+
+    def __init__(self, url: str, snapshots: int = 10):
+        self.url = url
+        self.snapshots = snapshots
+        self.engine: AsyncEngine | None = None
+        self.sessions: async_sessionmaker[AsyncSession] | None = None
+
+    async def open(self, migrate: bool = True) -> None:
+        _ensure_sqlite_dir(self.url)
+        if migrate:
+            await asyncio.to_thread(upgrade_database, self.url)
+        kwargs: dict[str, Any] = {}
+        if self.url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        self.engine = create_async_engine(self.url, **kwargs)
+        if self.url.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        if not migrate:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(Base.metadata.create_all)
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.dispose()
+            self.engine = None
+
+    # -- channels
+    async def get_or_create_channel(self, platform: str, external_id: str, defaults: dict | None = None) -> Channel:
+        async with self.sessions() as s:
+            row = (await s.execute(select(Channel).where(Channel.platform == platform,
+                                                         Channel.external_id == external_id))).scalar_one_or_none()
+            if row is not None:
+                return row
+            row = Channel(platform=platform, external_id=external_id, params={}, settings={}, **(defaults or {}))
+            s.add(row)
+            try:
+                await s.commit()
+            except Exception:  # created concurrently by another task: read theirs
+                await s.rollback()
+                return (await s.execute(select(Channel).where(Channel.platform == platform,
+                                                              Channel.external_id == external_id))).scalar_one()
+            return row
+
+    async def get_channel(self, channel_id: int) -> Channel:
+        async with self.sessions() as s:
+            return await s.get(Channel, channel_id)
+
+    async def update_channel(self, channel_id: int, **fields) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(update(Channel).where(Channel.id == channel_id).values(**fields, updated=utcnow()))
+
+    async def channels_count(self) -> int:
+        async with self.sessions() as s:
+            return (await s.execute(select(func.count()).select_from(Channel))).scalar_one()
+
+    # -- characters
+    async def put_character(self, content_hash: str, name: str, source_format: str, card: dict, filename: str,
+                            raw: bytes, avatar: bytes | None, origin: str) -> bool:
+        """Insert unless present; returns True when new."""
+        async with self.sessions.begin() as s:
+            if await s.get(Character, content_hash) is not None:
+                return False
+            s.add(Character(content_hash=content_hash, name=name, source_format=source_format, card=card,
+                            filename=filename, raw=raw, avatar=avatar, origin=origin))
+            return True
+
+    async def characters(self) -> list[Character]:
+        async with self.sessions() as s:
+            return list((await s.execute(select(Character).order_by(Character.name))).scalars())
+
+    async def get_character(self, content_hash: str) -> Character | None:
+        async with self.sessions() as s:
+            return await s.get(Character, content_hash)
+
+    # -- turns and states
+    async def turns(self, channel_id: int, after: int = 0, upto: int | None = None) -> list[Turn]:
+        q = select(Turn).where(Turn.channel_id == channel_id, Turn.position > after)
+        if upto is not None:
+            q = q.where(Turn.position <= upto)
+        async with self.sessions() as s:
+            return list((await s.execute(q.order_by(Turn.position))).scalars())
+
+    async def last_turn(self, channel_id: int) -> Turn | None:
+        async with self.sessions() as s:
+            return (await s.execute(select(Turn).where(Turn.channel_id == channel_id)
+                                    .order_by(Turn.position.desc()).limit(1))).scalar_one_or_none()
+
+    async def commit_turn(self, channel_id: int, turn: dict, state: State, fingerprint: str, tokens: int,
+                          pinned: bool = False, base_position: int | None = None) -> int:
+        """Atomically: the turn, its resulting state, the channel's head; prunes old snapshots."""
+        packed = await asyncio.to_thread(pack_state, state)
+        async with self.sessions.begin() as s:
+            channel = await s.get(Channel, channel_id, with_for_update=True)
+            position = channel.head + 1
+            s.add(Turn(channel_id=channel_id, position=position, **turn))
+            s.add(StateRow(channel_id=channel_id, position=position, fingerprint=fingerprint, pinned=pinned,
+                           tokens=tokens, header=packed.header, blob=packed.blob))
+            channel.head = position
+            if base_position is not None:
+                channel.base_position = base_position
+            channel.updated = utcnow()
+            await self._prune(s, channel_id, position)
+        return position
+
+    async def put_state(self, channel_id: int, position: int, state: State, fingerprint: str, tokens: int,
+                        pinned: bool = False) -> None:
+        packed = await asyncio.to_thread(pack_state, state)
+        async with self.sessions.begin() as s:
+            await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id, StateRow.position == position))
+            s.add(StateRow(channel_id=channel_id, position=position, fingerprint=fingerprint, pinned=pinned,
+                           tokens=tokens, header=packed.header, blob=packed.blob))
+
+    async def _prune(self, s: AsyncSession, channel_id: int, head: int) -> None:
+        await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id, StateRow.pinned.is_(False),
+                                               StateRow.position <= head - self.snapshots))
+
+    async def nearest_state(self, channel_id: int, position: int) -> StoredState | None:
+        """The newest stored state at or before `position`."""
+        async with self.sessions() as s:
+            row = (await s.execute(select(StateRow).where(StateRow.channel_id == channel_id,
+                                                          StateRow.position <= position)
+                                   .order_by(StateRow.position.desc()).limit(1))).scalar_one_or_none()
+        if row is None:
+            return None
+        state = await asyncio.to_thread(unpack_state, row.header, row.blob)
+        return StoredState(row.position, row.fingerprint, row.tokens, state, row.pinned)
+
+    async def truncate(self, channel_id: int, position: int, **channel_fields) -> None:
+        """Forget turns and states after `position` (undo) and move the head there."""
+        async with self.sessions.begin() as s:
+            await s.execute(delete(Turn).where(Turn.channel_id == channel_id, Turn.position > position))
+            await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id, StateRow.position > position))
+            await s.execute(update(Channel).where(Channel.id == channel_id)
+                            .values(head=position, updated=utcnow(), **channel_fields))
+
+    async def reset_channel(self, channel_id: int, initial: State, fingerprint: str, tokens: int,
+                            **channel_fields) -> None:
+        """Start over: no turns; the initial state pinned at position 0."""
+        packed = await asyncio.to_thread(pack_state, initial)
+        async with self.sessions.begin() as s:
+            await s.execute(delete(Turn).where(Turn.channel_id == channel_id))
+            await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id))
+            s.add(StateRow(channel_id=channel_id, position=0, fingerprint=fingerprint, pinned=True, tokens=tokens,
+                           header=packed.header, blob=packed.blob))
+            await s.execute(update(Channel).where(Channel.id == channel_id)
+                            .values(head=0, base_position=0, updated=utcnow(), **channel_fields))
+
+    # -- initial states
+    async def get_initial(self, prompt_hash: str, fingerprint: str) -> tuple[State, int] | None:
+        async with self.sessions() as s:
+            row = await s.get(InitialState, (prompt_hash, fingerprint))
+        if row is None:
+            return None
+        return await asyncio.to_thread(unpack_state, row.header, row.blob), row.tokens
+
+    async def put_initial(self, prompt_hash: str, fingerprint: str, character: str, state: State, tokens: int) -> None:
+        packed = await asyncio.to_thread(pack_state, state)
+        async with self.sessions.begin() as s:
+            if await s.get(InitialState, (prompt_hash, fingerprint)) is None:
+                s.add(InitialState(prompt_hash=prompt_hash, fingerprint=fingerprint, character=character,
+                                   tokens=tokens, header=packed.header, blob=packed.blob))
+
+    # -- integrity
+    async def check(self) -> list[str]:
+        """Problems found (empty = consistent): SQLite's own check, then our invariants."""
+        problems: list[str] = []
+        async with self.sessions() as s:
+            if self.url.startswith("sqlite"):
+                result = (await s.execute(text_sql("PRAGMA integrity_check"))).scalar_one()
+                if result != "ok":
+                    problems.append(f"sqlite integrity_check: {result}")
+            channels = list((await s.execute(select(Channel))).scalars())
+            for ch in channels:
+                positions = list((await s.execute(select(Turn.position).where(Turn.channel_id == ch.id)
+                                                  .order_by(Turn.position))).scalars())
+                if positions != list(range(1, ch.head + 1)):
+                    problems.append(f"channel {ch.id}: turns {positions[:5]}... do not run 1..{ch.head}")
+                states = list((await s.execute(select(StateRow.position).where(StateRow.channel_id == ch.id)))
+                              .scalars())
+                if ch.character and 0 not in states and ch.base_position == 0:
+                    problems.append(f"channel {ch.id}: no initial state")
+                if any(p > ch.head for p in states):
+                    problems.append(f"channel {ch.id}: a state beyond the head {ch.head}")
+        return problems
+
+
+def text_sql(sql: str):
+    from sqlalchemy import text
+
+    return text(sql)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed turn survives a process kill
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite") and ":///" in url:
+        path = url.split(":///", 1)[1].split("?")[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+# ----- migrations ---------------------------------------------------------------------------------------------
+def migrations_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(url: str):
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    _ensure_sqlite_dir(url)
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade_database(url: str, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)

@@ -1,0 +1,116 @@
+"""Every string the bot itself says, in English and Chinese (`ui.lang`, or the user's/chat's language)."""
+from __future__ import annotations
+
+LANGS = ("en", "zh")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    # ----- help
+    "help_title": {"en": "Commands:", "zh": "命令："},
+    "help_footer": {"en": "Anything else you write is said to the character.",
+                    "zh": "其他消息都会发给角色。"},
+    "help_help": {"en": "this list", "zh": "显示本列表"},
+    "help_start": {"en": "show the character's greeting", "zh": "显示角色的开场白"},
+    "help_char": {"en": "list | show [NAME] | use NAME [GREETING#] | import (attach a card)",
+                  "zh": "list 列出 | show [名字] 查看 | use 名字 [开场白编号] 切换 | import 导入（附上角色卡）"},
+    "help_reset": {"en": "start the conversation over (params are kept)", "zh": "重新开始对话（保留参数）"},
+    "help_undo": {"en": "[N] take back the last N exchanges (default 1)", "zh": "[N] 撤回最近 N 轮对话（默认 1）"},
+    "help_regen": {"en": "a new reply to your last message", "zh": "重新生成最后一条回复"},
+    "help_params": {"en": "show | set NAME VALUE [NAME VALUE ...] | reset: sampling parameters",
+                    "zh": "show 查看 | set 名称 值 [名称 值 ...] 设置 | reset 恢复默认：采样参数"},
+    "help_format": {"en": "names | user-assistant: how turns are labelled", "zh": "names | user-assistant：对话的称呼格式"},
+    "help_continue": {"en": "the character goes on speaking", "zh": "让角色继续说"},
+    "help_as": {"en": "NAME text: say a line as someone else (a narrator, another character)",
+                "zh": "名字 内容：以其他身份说一句（旁白、其他角色）"},
+    "help_reply": {"en": "NAME: the next reply is spoken by NAME", "zh": "名字：下一条回复由该名字说出"},
+    "help_edit": {"en": "text: replace the character's last reply with your text", "zh": "内容：把角色最后一条回复改成你的内容"},
+    "help_suggest": {"en": "the model suggests your next line", "zh": "让模型建议你的下一句"},
+    "help_save": {"en": "NAME: save this conversation", "zh": "名字：保存当前对话"},
+    "help_load": {"en": "NAME: restore a saved conversation", "zh": "名字：恢复已保存的对话"},
+    "help_saves": {"en": "list saved conversations", "zh": "列出已保存的对话"},
+    "help_delsave": {"en": "NAME: delete a save", "zh": "名字：删除存档"},
+    "help_debug": {"en": "[N] [ids]: what the model has read (last N tokens)", "zh": "[N] [ids]：查看模型读入的内容（最近 N 个 token）"},
+    "help_export": {"en": "[json]: the transcript as a file", "zh": "[json]：导出聊天记录文件"},
+    "help_status": {"en": "model, queue and speed", "zh": "模型、队列与速度"},
+    "help_lang": {"en": "en | zh: the bot's language in this chat", "zh": "en | zh：本聊天中机器人的语言"},
+    "help_replymode": {"en": "mention | all: in groups, answer only mentions/replies or every message",
+                       "zh": "mention | all：群聊中只回应提及/回复，或回应所有消息"},
+    # ----- errors and refusals
+    "unknown_command": {"en": "Unknown command /{name}, see /help.", "zh": "未知命令 /{name}，请看 /help。"},
+    "bad_usage": {"en": "Usage: /{name} {usage}", "zh": "用法：/{name} {usage}"},
+    "not_admin": {"en": "Only admins can do that here.", "zh": "只有管理员可以在这里这样做。"},
+    "busy": {"en": "I'm still answering earlier messages here; please wait a moment.",
+             "zh": "我还在回复之前的消息，请稍等。"},
+    "rate_limited": {"en": "You're sending messages too fast; please slow down.", "zh": "你发消息太快了，请慢一点。"},
+    "empty_message": {"en": "There is nothing to say in that message.", "zh": "消息内容为空。"},
+    "message_truncated": {"en": "(Your message was too long; only the first {limit} characters were read.)",
+                          "zh": "（你的消息太长，只读取了前 {limit} 个字符。）"},
+    "no_character": {"en": "No character is available. Add a card to characters/ or import one with /char import.",
+                     "zh": "没有可用的角色。请把角色卡放进 characters/ 或用 /char import 导入。"},
+    "unknown_character": {"en": "No character named {name!r}. Try /char list.", "zh": "没有名为 {name!r} 的角色。请看 /char list。"},
+    "bad_greeting": {"en": "{name} has greetings 0 to {high}.", "zh": "{name} 的开场白编号为 0 到 {high}。"},
+    "bad_count": {"en": "The number must be a whole number of at least {low}.", "zh": "数字必须是不小于 {low} 的整数。"},
+    "nothing_to_regen": {"en": "There is no reply to regenerate yet.", "zh": "还没有可以重新生成的回复。"},
+    "nothing_to_edit": {"en": "There is no reply to edit yet.", "zh": "还没有可以修改的回复。"},
+    "bad_chat_format": {"en": "Format must be one of: {valid}.", "zh": "格式必须是：{valid}。"},
+    "shutting_down": {"en": "The bot is restarting; please try again in a moment.", "zh": "机器人正在重启，请稍后再试。"},
+    "engine_error": {"en": "The model failed on this reply; please try again.", "zh": "模型生成失败，请重试。"},
+    "reply_cancelled": {"en": "(reply cancelled)", "zh": "（回复已取消）"},
+    "empty_reply": {"en": "(the character said nothing)", "zh": "（角色没有说话）"},
+    "card_error": {"en": "Cannot import that card: {problem}", "zh": "无法导入该角色卡：{problem}"},
+    "import_needs_file": {"en": "Attach a card file (PNG, JSON, YAML, TXT or CHARX) to /char import.",
+                          "zh": "请在 /char import 时附上角色卡文件（PNG、JSON、YAML、TXT 或 CHARX）。"},
+    "param_error": {"en": "{problem}. Nothing was changed.", "zh": "{problem}。没有做任何更改。"},
+    # ----- answers
+    "char_list": {"en": "Characters ({count}):", "zh": "角色（{count} 个）："},
+    "char_list_current": {"en": "(in use here)", "zh": "（当前使用）"},
+    "char_using": {"en": "Now talking with {name}.", "zh": "现在与 {name} 对话。"},
+    "char_imported": {"en": "Imported {name} ({format}).", "zh": "已导入 {name}（{format}）。"},
+    "char_already": {"en": "{name} is already in the library.", "zh": "{name} 已在角色库中。"},
+    "reset_done": {"en": "Conversation reset.", "zh": "对话已重置。"},
+    "undo_done": {"en": "Took back {count} exchange(s).", "zh": "已撤回 {count} 轮对话。"},
+    "undo_nothing": {"en": "Nothing to take back.", "zh": "没有可撤回的内容。"},
+    "params_title": {"en": "Sampling parameters (* = set in this chat):", "zh": "采样参数（* = 本聊天中已修改）："},
+    "params_context": {"en": "Context: {used} of {limit} tokens ({percent}%).", "zh": "上下文：已用 {used} / {limit} 个 token（{percent}%）。"},
+    "params_format": {"en": "Format: {format}", "zh": "格式：{format}"},
+    "params_set": {"en": "Set {changes}.", "zh": "已设置 {changes}。"},
+    "params_reset": {"en": "Parameters reset to the defaults.", "zh": "参数已恢复默认。"},
+    "format_set": {"en": "Format set to {format}; the conversation was restarted.", "zh": "格式已设为 {format}，对话已重新开始。"},
+    "lang_set": {"en": "Language set to English.", "zh": "语言已设为中文。"},
+    "replymode_set": {"en": "Reply mode: {mode}.", "zh": "回复模式：{mode}。"},
+    "replymode_mention": {"en": "answer only when mentioned or replied to", "zh": "只在被提及或回复时回应"},
+    "replymode_all": {"en": "answer every message", "zh": "回应每条消息"},
+    "edit_done": {"en": "Replaced the last reply.", "zh": "已替换最后一条回复。"},
+    "suggest_result": {"en": "Suggestion: {text}", "zh": "建议：{text}"},
+    "reply_next": {"en": "The next reply will be spoken by {name}.", "zh": "下一条回复将由 {name} 说出。"},
+    "saved": {"en": "Saved as {name!r}.", "zh": "已保存为 {name!r}。"},
+    "loaded": {"en": "Restored {name!r}.", "zh": "已恢复 {name!r}。"},
+    "deleted_save": {"en": "Deleted {name!r}.", "zh": "已删除 {name!r}。"},
+    "unknown_save": {"en": "No save named {name!r}. See /saves.", "zh": "没有名为 {name!r} 的存档。请看 /saves。"},
+    "too_many_saves": {"en": "This chat already has {limit} saves; delete one with /delsave.",
+                       "zh": "本聊天已有 {limit} 个存档，请先用 /delsave 删除一个。"},
+    "bad_save_name": {"en": "A save name is 1 to 64 letters, digits, '-' or '_'.", "zh": "存档名为 1 到 64 个字母、数字、'-' 或 '_'。"},
+    "saves_list": {"en": "Saves ({count}):", "zh": "存档（{count} 个）："},
+    "saves_none": {"en": "No saves yet. Use /save NAME.", "zh": "还没有存档。使用 /save 名字。"},
+    "debug_summary": {"en": "State has read {tokens} tokens ({turns} exchanges since the character's prompt).",
+                      "zh": "状态已读入 {tokens} 个 token（角色提示之后 {turns} 轮对话）。"},
+    "debug_last_fed": {"en": "Last turn as fed:", "zh": "最后一轮实际输入："},
+    "debug_tail": {"en": "Last {count} tokens:", "zh": "最近 {count} 个 token："},
+    "export_done": {"en": "Transcript attached.", "zh": "聊天记录已附上。"},
+    "status": {"en": "Model: {model}\nDevice: {device}\nQueue: {queue} turn(s) in progress\nChannels: {channels} "
+                     "known, {hot} in memory\nSpeed: {tps:.1f} tokens/s over the last minute",
+               "zh": "模型：{model}\n设备：{device}\n队列：{queue} 个进行中\n频道：已知 {channels} 个，内存中 {hot} 个\n"
+                     "速度：最近一分钟 {tps:.1f} token/秒"},
+}
+
+
+def normalize_lang(code: str | None, default: str = "en") -> str:
+    """A platform language code (Telegram 'zh-hans', Discord 'zh-CN') to one of LANGS."""
+    if not code:
+        return default
+    code = code.lower()
+    return "zh" if code.startswith("zh") else "en" if code.startswith("en") else default
+
+
+def t(key: str, lang: str = "en", **args) -> str:
+    entry = MESSAGES[key]
+    return entry.get(lang, entry["en"]).format(**args)

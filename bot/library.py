@@ -1,0 +1,85 @@
+"""The character library: cards from the `characters/` directory and cards imported on the platforms.
+
+Every card is kept in the database by content hash, so a channel's character survives restarts even when its
+file is renamed or removed. Cards are parsed again from their stored bytes at start (one parser, one truth).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from bot.cards import Card, CardError, find_card, parse_card, scan_directory
+from bot.engine.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_IMPORT_BYTES = 20 << 20
+
+
+class Library:
+    def __init__(self, store: Store, cards_dir: str | Path | None, default_name: str = ""):
+        self.store = store
+        self.cards_dir = Path(cards_dir) if cards_dir else None
+        self.default_name = default_name
+        self._by_hash: dict[str, Card] = {}
+        self._listed: list[Card] = []  # what /char list and name lookup see: one card per name, newest wins
+
+    async def load(self) -> None:
+        """Scan the directory (bad files are logged and skipped), then read every stored card."""
+        if self.cards_dir and self.cards_dir.is_dir():
+            cards, errors = scan_directory(self.cards_dir)
+            for path, problem in errors:
+                log.warning("skipping character file %s: %s", path, problem)
+            for card, path in cards:
+                await self._store(card, path.name, path.read_bytes(), origin="dir")
+        for row in await self.store.characters():
+            try:
+                card = parse_card(row.raw, row.filename)
+            except CardError as exc:  # a parser change refusing an old import: keep running without it
+                log.warning("stored character %s no longer parses: %s", row.name, exc)
+                continue
+            if row.avatar and not card.avatar:
+                card = dataclasses.replace(card, avatar=row.avatar)
+            self._by_hash[row.content_hash] = card
+        self._reindex()
+
+    async def import_card(self, filename: str, data: bytes) -> tuple[Card, bool]:
+        """Parse and add a card; returns (card, is_new). Raises CardError with one clear line."""
+        if len(data) > MAX_IMPORT_BYTES:
+            raise CardError(f"file is {len(data) >> 20} MiB; the limit is {MAX_IMPORT_BYTES >> 20} MiB")
+        card = parse_card(data, filename)
+        is_new = await self._store(card, filename, data, origin="import")
+        self._reindex()
+        return card, is_new
+
+    async def _store(self, card: Card, filename: str, raw: bytes, origin: str) -> bool:
+        key = card.content_hash()
+        self._by_hash[key] = card
+        return await self.store.put_character(key, card.name, card.source_format, card.to_json(), filename, raw,
+                                              card.avatar, origin)
+
+    def _reindex(self) -> None:
+        by_name: dict[str, Card] = {}
+        for card in self._by_hash.values():
+            by_name[card.name.casefold()] = card
+        self._listed = sorted(by_name.values(), key=lambda c: c.name.casefold())
+
+    def get(self, content_hash: str | None) -> Card | None:
+        return self._by_hash.get(content_hash) if content_hash else None
+
+    def find(self, name: str) -> Card | None:
+        return find_card(self._listed, name)
+
+    def cards(self) -> list[Card]:
+        return list(self._listed)
+
+    def names(self) -> list[str]:
+        return [c.name for c in self._listed]
+
+    def default(self) -> Card | None:
+        if self.default_name:
+            card = self.find(self.default_name)
+            if card:
+                return card
+        return self._listed[0] if self._listed else None
