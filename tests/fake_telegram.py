@@ -39,12 +39,11 @@ import asyncio
 import html
 import itertools
 import json
-import logging
 import mimetypes
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -63,7 +62,6 @@ __all__ = [
     "utf16_len",
 ]
 
-log = logging.getLogger("tests.fake_telegram")
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -292,6 +290,7 @@ class Call:
     response: Any = None  # the JSON reply (None for downloads and drops)
     duration: float = 0.0
     fault: str | None = None  # "status" / "drop" / "delay" when an injected fault applied
+    content_type: str = ""  # of the request body ("" when it had none)
 
     @property
     def ok(self) -> bool:
@@ -680,7 +679,7 @@ def parse_formatted(text: str, parse_mode: str | None, entities: list | None = N
     elif low == "markdown":
         plain, ents = _parse_markdown(text)
     else:
-        raise _bad(f"unsupported parse_mode")
+        raise _bad("unsupported parse_mode")
     return _trim(plain, ents)
 
 
@@ -948,6 +947,22 @@ class FakeTelegram:
                 msg["caption_entities"] = ents
         return self._publish(msg)
 
+    def edit_user_message(self, chat: FakeChat | int, message_id: int, text: str) -> dict:
+        """A user edits an earlier text message: queues an ``edited_message`` update."""
+        cid = self._cid(chat)
+        old = self._msg_json.get((cid, message_id))
+        if old is None or "text" not in old or old.get("from", {}).get("is_bot"):
+            raise ValueError(f"no user text message {message_id} in chat {cid}")
+        msg = {k: v for k, v in old.items() if k != "entities"}
+        msg["text"] = text
+        msg["edit_date"] = int(time.time())
+        ents = auto_entities(text)
+        if ents:
+            msg["entities"] = ents
+        self._msg_json[(cid, message_id)] = msg
+        self.add_update({"edited_message": msg})
+        return msg
+
     def add_update(self, update: dict) -> dict:
         """Queue any raw update (``update_id`` is assigned)."""
         update = dict(update)
@@ -1115,7 +1130,8 @@ class FakeTelegram:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        call = Call(method="?", params={}, t=time.monotonic(), http_method=request.method)
+        call = Call(method="?", params={}, t=time.monotonic(), http_method=request.method,
+                    content_type=request.content_type if request.can_read_body else "")
         try:
             if path.startswith("/file/bot"):
                 return await self._download(request, call, path[len("/file/bot"):])

@@ -162,6 +162,9 @@ async def test_polling_delivers_message_and_handler_replies(server):
     assert methods.index("deleteWebhook") < methods.index("getUpdates")
     send = last_call(server, "sendMessage")
     assert send.params["chat_id"] == "42" and send.status == 200
+    # PTB posts urlencoded forms; non-string values are JSON-encoded
+    assert send.http_method == "POST" and send.content_type == "application/x-www-form-urlencoded"
+    assert send.params["reply_parameters"] == '{"message_id": %d}' % sent["message_id"]
 
 
 async def test_get_updates_long_poll_waits_wakes_and_batches(server):
@@ -208,8 +211,11 @@ async def test_get_updates_long_poll_waits_wakes_and_batches(server):
         assert [u.message.text for u in await bot.get_updates(offset=-1, timeout=0)] == ["newest"]
         assert server.pending_updates == 1
         first = await bot.get_updates(timeout=0)
-        # allowed_updates filters out other kinds
-        server.add_update({"edited_message": dict(first[0].message.to_dict(), text="edited")})
+        # a user's edit arrives as edited_message; allowed_updates filters kinds out
+        server.edit_user_message(chat, first[0].message.message_id, "edited")
+        [edit] = await bot.get_updates(offset=first[0].update_id + 1, timeout=0)
+        assert edit.edited_message.text == "edited" and edit.message is None
+        server.edit_user_message(chat, first[0].message.message_id, "edited twice")
         kinds = await bot.get_updates(offset=first[0].update_id + 1, timeout=0,
                                       allowed_updates=["message"])
         assert kinds == ()
@@ -495,6 +501,9 @@ async def test_bot_sends_a_document_and_the_test_reads_it_back(server):
         server.fail_next("download", 500)
         with pytest.raises(NetworkError):
             await (await bot.get_file(msg.document.file_id)).download_as_bytearray()
+    upload = server.calls_to("sendDocument")[0]
+    assert upload.content_type == "multipart/form-data"
+    assert upload.params["document"] == {"filename": "alice.json", "size": len(body)}
     [doc] = server.documents(22)
     assert doc.data == body and doc.file_name == "alice.json" and doc.caption == "your card"
     assert doc.document.mime_type == "application/json"
