@@ -29,6 +29,17 @@ whitespace trimmed, empty text, "message is not modified", chat not found, bot k
 or blocked, message to edit/delete/reply not found, HTML / MarkdownV2 / Markdown parsing
 with "can't parse entities" errors, 1024-character captions, BOT_COMMAND_INVALID.
 
+Wording taken from real replies: message is too long / message text is empty / message is
+not modified (full sentence) / chat not found / bot was kicked from the group chat (or
+supergroup chat) / bot was blocked by the user / message to edit not found / message to
+delete not found / message to be replied not found / invalid file_id / BOT_COMMAND_INVALID /
+command description must be non-empty / wrong parameter action in request / "can't parse
+entities: Unsupported start tag "p" at byte offset N" / "Character '.' is reserved and must
+be escaped with the preceding '\\'" / Too Many Requests: retry after N / the getUpdates
+409 Conflict texts. Approximate (not checked against Telegram): the sendMessageDraft
+errors, "message thread not found", "command description is too long", and the exact
+byte offsets of parse errors in unusual markup.
+
 Fault injection: :meth:`FakeTelegram.fail_next` (429 with retry_after, 5xx, any status,
 delays, dropped connections, optionally after the call took effect).
 """

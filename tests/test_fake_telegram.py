@@ -290,6 +290,10 @@ async def test_length_empty_and_unknown_targets_are_refused(server):
             await bot.send_message(555, "hi")
         trimmed = await bot.send_message(1, "\n  padded  \n")
         assert trimmed.text == "padded"
+        assert await bot.delete_message(1, trimmed.message_id) is True
+        assert "padded" not in [m.text for m in server.messages(1)]
+        with pytest.raises(BadRequest, match="^Message to delete not found$"):
+            await bot.delete_message(1, trimmed.message_id)
 
         await bot.send_message(group.id, "before")
         server.kick_bot(group.id)
