@@ -312,7 +312,7 @@ async def test_message_content_intent(fake: FakeDiscord):
     intents = discord.Intents.default()  # no message_content
     bot = discord.Client(intents=intents)
     seen: list[discord.Message] = []
-    bot.add_listener(recorder(seen), "on_message")
+    bot.on_message = recorder(seen)
     async with fake.running(bot):
         await fake.send_message(GENERAL, ALICE, "secret words", attachments=[("a.txt", b"x")])
         await fake.send_message(GENERAL, ALICE, f"<@{fake.bot_user_id}> hello bot")
