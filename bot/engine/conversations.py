@@ -118,8 +118,8 @@ class Conversations:
         self.fingerprint = hashlib.sha256(f"{engine.info.fingerprint}|{state_id}".encode()).hexdigest()[:32]
         self._hot: collections.OrderedDict[int, HotState] = collections.OrderedDict()
         self._hot_limit = hot_states
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._waiting: collections.Counter[int] = collections.Counter()
+        self._locks: dict[ChannelKey, asyncio.Lock] = {}
+        self._waiting: collections.Counter[ChannelKey] = collections.Counter()
         self._tasks: set[asyncio.Task] = set()
         self.accepting = True
 
@@ -493,18 +493,18 @@ class Conversations:
 
     # ----- ordering ---------------------------------------------------------------------------------------
     async def _acquire(self, key: ChannelKey) -> asyncio.Lock:
-        """The channel's lock, acquired in arrival order; refuses when too many turns already wait."""
+        """The channel's lock, taken in arrival order (nothing awaits before the queueing, so the order is the
+        order of the calls); refuses when too many turns already wait."""
         if not self.accepting:
             raise ConversationError("shutting_down")
-        ch = await self.channel(key)
-        lock = self._locks.setdefault(ch.id, asyncio.Lock())
-        if lock.locked() and self._waiting[ch.id] >= self.channel_queue:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        if lock.locked() and self._waiting[key] >= self.channel_queue:
             raise Busy("busy")
-        self._waiting[ch.id] += 1
+        self._waiting[key] += 1
         try:
             await lock.acquire()
         finally:
-            self._waiting[ch.id] -= 1
+            self._waiting[key] -= 1
         return lock
 
     async def _locked(self, key: ChannelKey):

@@ -1,0 +1,42 @@
+"""Driving the platform-neutral command layer from tests, the way an adapter does."""
+from __future__ import annotations
+
+from bot.commands import CharacterLine, Context, Reply
+from bot.engine.conversations import ChannelKey, TurnStream
+
+GREEDY = "/params set temperature 0 max_tokens 16"
+
+
+def ctx(channel: str = "c1", user: str = "Alice", admin: bool = True, group: bool = False, lang: str = "en",
+        platform: str = "test", attachment=None) -> Context:
+    return Context(key=ChannelKey(platform, channel), user_id=user.lower(), user_name=user, is_admin=admin,
+                   lang=lang, is_group=group, attachment=attachment)
+
+
+async def send(app, text: str, **kw) -> list[str]:
+    """Handle one message; returns what the bot says, replies awaited until committed."""
+    out = []
+    for output in await app.commands.handle(ctx(**kw), text):
+        if isinstance(output, Reply):
+            out.append(output.text)
+        elif isinstance(output, CharacterLine):
+            out.append(f"{output.speaker}: {output.text}")
+        elif isinstance(output, TurnStream):
+            async for _ in output:
+                pass
+            result = await output.result()
+            out.append(f"{result.speaker}: {result.text}")
+    return out
+
+
+async def reply(app, text: str, **kw) -> str:
+    """The character's reply to `text` (the last line the bot says)."""
+    lines = await send(app, text, **kw)
+    assert lines, f"no answer to {text!r}"
+    return lines[-1]
+
+
+async def head_state(app, channel: str = "c1", platform: str = "test"):
+    conv = app.conversations
+    ch = await conv.channel(ChannelKey(platform, channel))
+    return (await conv._state_at(ch, conv._card(ch), ch.head)).state

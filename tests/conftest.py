@@ -1,0 +1,93 @@
+"""Shared fixtures: demo checkpoints made by the project's own `rwkv-bot demo-model`, configs, a built app.
+
+The `rwkv` package serves one RWKV version per process (it decides at import); in-process tests use RWKV-7 and
+RWKV-6 is exercised in subprocesses.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHARACTERS = ROOT / "characters"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m bot ...` in a subprocess, with a clean RWKV_BOT_* environment."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RWKV_BOT_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd or ROOT, env=full_env, input=input,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def demo7(models_dir) -> Path:
+    """A 2-layer RWKV-7 demo checkpoint written through the CLI."""
+    path = models_dir / "demo7"
+    result = run_cli("demo-model", str(path), "--version", "7", "--layers", "2", "--dim", "128", "--seed", "7")
+    assert result.returncode == 0, result.stderr
+    return path.with_suffix(".pth")
+
+
+@pytest.fixture(scope="session")
+def demo7_other(models_dir) -> Path:
+    """Same shape, other weights: a different model for 'model changed' tests."""
+    path = models_dir / "demo7b"
+    result = run_cli("demo-model", str(path), "--version", "7", "--layers", "2", "--dim", "128", "--seed", "8")
+    assert result.returncode == 0, result.stderr
+    return path.with_suffix(".pth")
+
+
+@pytest.fixture(scope="session")
+def demo6(models_dir) -> Path:
+    path = models_dir / "demo6"
+    result = run_cli("demo-model", str(path), "--version", "6", "--layers", "2", "--dim", "128", "--seed", "6")
+    assert result.returncode == 0, result.stderr
+    return path.with_suffix(".pth")
+
+
+def write_config(directory: Path, model: Path, *, db: str | None = None, backend: str = "rwkv-pip",
+                 extra: str = "") -> Path:
+    """A config file for tests: the demo model on the CPU, a private SQLite database, the sample cards."""
+    db = db or f"sqlite+aiosqlite:///{directory / 'bot.db'}"
+    text = f"""
+[model]
+path = "{model}"
+strategy = "cpu fp32"
+backend = "{backend}"
+chunk_len = 64
+[database]
+url = "{db}"
+[characters]
+dir = "{CHARACTERS}"
+default = "Mira"
+{extra}
+"""
+    path = directory / "rwkv-bot.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path, demo7) -> Path:
+    return write_config(tmp_path, demo7)
+
+
+@pytest.fixture
+async def app(config_file):
+    from bot.app import build_app
+    from bot.config import load_config
+
+    application = await build_app(load_config(config_file, env={}))
+    yield application
+    await application.close()
