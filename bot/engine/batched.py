@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -60,12 +59,16 @@ def pick_ops(version: int, device: torch.device):
 
 class BatchedBackend:
     def __init__(self, path: str | Path, strategy: str, state_file: str | None = None, max_batch: int = 256,
-                 progress=None, cuda_graphs: bool | None = None):
-        ckpt = checkpoint_path(path)
+                 progress=None, cuda_graphs: bool | None = None, weights: dict[str, torch.Tensor] | None = None):
+        """`weights`: checkpoint tensors already in memory (benchmarks); `path` then only names the model."""
         self.device, self.dtype = parse_strategy(strategy)
-        if progress:
-            progress("reading weights")
-        raw = read_checkpoint(ckpt)
+        if weights is None:
+            ckpt = checkpoint_path(path)
+            if progress:
+                progress("reading weights")
+            raw, fid = read_checkpoint(ckpt), file_id(ckpt)
+        else:
+            ckpt, raw, fid = Path(path), weights, "in-memory"
         version = detect_version(raw)
         self.model = rwkv7 if version == 7 else rwkv6
         if progress:
@@ -76,7 +79,7 @@ class BatchedBackend:
         z = self.z
         self.info = ModelInfo(version=version, n_layer=z["n_layer"], n_embd=z["n_embd"], n_head=z["n_head"],
                               head_size=z["head_size"], vocab_size=z["vocab"], path=str(ckpt),
-                              strategy=strategy, backend="batched", file_id=file_id(ckpt))
+                              strategy=strategy, backend="batched", file_id=fid)
         self.max_batch = max_batch
         self.scratch_row = max_batch  # padded rows of a bucketed step read and write here
         self.pools = rwkv7.Pools.empty(z["n_layer"], max_batch + 1, z["n_embd"], z["head_size"], self.dtype,
@@ -89,7 +92,6 @@ class BatchedBackend:
         self.use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         self._graphs: dict[int, _DecodeGraph] = {}
         self._graph_pool = None
-        self._lock = threading.Lock()
         self.sampler = BatchSampler(self.device)
 
     # ----- Backend protocol ---------------------------------------------------------------------------------
@@ -192,12 +194,13 @@ class _DecodeGraph:
     def __init__(self, backend: BatchedBackend, bucket: int, pool):
         dev, z = backend.device, backend.z
         self.bucket = bucket
-        self.tokens = torch.zeros(bucket, dtype=torch.long, device=dev)
-        self.rows = torch.full((bucket,), backend.scratch_row, dtype=torch.long, device=dev)
+        self.inputs = torch.zeros(2, bucket, dtype=torch.long, device=dev)  # tokens, pool rows
+        self.inputs[1].fill_(backend.scratch_row)
+        self.tokens, self.rows = self.inputs[0], self.inputs[1]
         self.x = torch.zeros(bucket, z["n_embd"], dtype=torch.float32, device=dev)
         self.v_first = torch.zeros(bucket, z["n_embd"], dtype=torch.float32, device=dev)
-        self.host_tokens = torch.zeros(bucket, dtype=torch.long).pin_memory()
-        self.host_rows = torch.zeros(bucket, dtype=torch.long).pin_memory()
+        self.host = torch.zeros(2, bucket, dtype=torch.long).pin_memory()
+        self.copied: torch.cuda.Event | None = None
         step = lambda: backend.model.decode_step(z, self.tokens, self.rows, backend.pools, backend.ops,
                                                  v_first=self.v_first, x=self.x)
         # Warm up on a side stream (kernel compilation, cuBLAS handles), on the scratch row only.
@@ -213,12 +216,15 @@ class _DecodeGraph:
 
     def run(self, tokens: Sequence[int], rows: Sequence[int], scratch_row: int) -> torch.Tensor:
         B = len(tokens)
-        self.host_tokens.zero_()
-        self.host_rows.fill_(scratch_row)
-        self.host_tokens[:B] = torch.tensor(tokens, dtype=torch.long)
-        self.host_rows[:B] = torch.tensor(rows, dtype=torch.long)
-        self.tokens.copy_(self.host_tokens, non_blocking=True)
-        self.rows.copy_(self.host_rows, non_blocking=True)
+        if self.copied is not None:
+            self.copied.synchronize()  # the last step's copy out of the pinned buffer is done: reuse it
+        self.host.zero_()
+        self.host[1].fill_(scratch_row)
+        self.host[0, :B] = torch.tensor(tokens, dtype=torch.long)
+        self.host[1, :B] = torch.tensor(rows, dtype=torch.long)
+        self.inputs.copy_(self.host, non_blocking=True)
+        self.copied = torch.cuda.Event()
+        self.copied.record()
         self.graph.replay()
         return self.logits[:B].clone()
 
