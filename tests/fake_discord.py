@@ -577,6 +577,15 @@ class _Session:
     events: list[dict] = field(default_factory=list)
     conn: Optional[_Conn] = None
     valid: bool = True
+    shard: Optional[list] = None  # [shard_id, shard_count] as identified
+
+    def owns(self, guild_id: Any) -> bool:
+        """Discord routes a guild's events to shard (guild_id >> 22) % count; DMs to shard 0."""
+        if not self.shard or self.shard[1] <= 1:
+            return True
+        if guild_id is None:
+            return self.shard[0] == 0
+        return (int(guild_id) >> 22) % self.shard[1] == self.shard[0]
 
 
 # --------------------------------------------------------------------------- the fake
@@ -1060,8 +1069,8 @@ class FakeDiscord:
         await self._flush(self._post(msg))
         return msg
 
-    async def invoke_command(self, name: str, options: Union[dict, list, None] = None, *, user_id: int,
-                             channel_id: int, guild_id: Optional[int] = None, locale: str = "en-US",
+    async def invoke_command(self, name: str, options: Union[dict, list, None], user_id: int, channel_id: int,
+                             guild_id: Optional[int] = None, locale: str = "en-US",
                              subcommand: Optional[str] = None) -> FakeInteraction:
         """A user runs a synced slash command.  ``name`` may include the subcommand ('char use') or
         pass ``subcommand`` ('use' or 'group sub').  ``options`` is {name: value}, converted with the
@@ -1302,6 +1311,8 @@ class FakeDiscord:
                 continue
             if intent is not None and not session.intents & intent:
                 continue
+            if not session.owns(data.get("guild_id") or (data.get("id") if event == "GUILD_CREATE" else None)):
+                continue
             payload = per_session(session, data) if per_session else data
             if payload is None:
                 continue
@@ -1318,7 +1329,7 @@ class FakeDiscord:
             return
         if event == "GUILD_CREATE":
             guild = self.guilds[guild_id]
-            self._dispatch(event, {}, intent=intent,
+            self._dispatch(event, {"id": str(guild_id)}, intent=intent,
                            per_session=lambda s, _: self._guild_create_payload(guild, s.intents))
         else:
             self._dispatch(event, make(), intent=intent)
@@ -1436,7 +1447,11 @@ class FakeDiscord:
                 conn.queue.put_nowait((_CLOSE, 4014, "Disallowed intent(s)"))
                 return
         self.identify_count += 1
-        session = _Session(secrets.token_hex(16), intents, conn=conn)
+        shard = d.get("shard")
+        if shard is not None and (not isinstance(shard, list) or len(shard) != 2 or not 0 <= shard[0] < shard[1]):
+            conn.queue.put_nowait((_CLOSE, 4010, "Invalid shard"))
+            return
+        session = _Session(secrets.token_hex(16), intents, conn=conn, shard=shard)
         self._sessions[session.id] = session
         conn.session = session
         flags = 0
@@ -1446,7 +1461,7 @@ class FakeDiscord:
         ready = {
             "v": 10,
             "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "email": None},
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds if session.owns(g)],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_gateway_url,
@@ -1454,9 +1469,13 @@ class FakeDiscord:
             "private_channels": [], "relationships": [], "presences": [], "guild_join_requests": [],
             "geo_ordered_rtc_regions": [], "user_settings": {}, "_trace": ["fake-gateway"],
         }
+        if shard is not None:
+            ready["shard"] = shard
         futures = self._dispatch_to(session, "READY", ready)
         if intents & Intent.GUILDS:
             for guild in self.guilds.values():
+                if not session.owns(guild.id):
+                    continue
                 futures += self._dispatch_to(session, "GUILD_CREATE", self._guild_create_payload(guild, intents))
         await self._flush(futures)
 

@@ -112,6 +112,7 @@ def add_commands(bot: commands.Bot, log: dict) -> None:
         await interaction.followup.send("first part")
         await interaction.followup.send("second part")
         await interaction.edit_original_response(content="first part, edited")
+        log["regen_original"] = (await interaction.original_response()).content
 
     @bot.tree.command(name="slow", description="Answers too late")
     async def slow(interaction: discord.Interaction) -> None:
@@ -133,7 +134,7 @@ def add_commands(bot: commands.Bot, log: dict) -> None:
         log.setdefault("errors", []).append(error)
 
 
-async def synced_bot(fake: FakeDiscord, log: dict, **kw) -> commands.Bot:
+def bot_with_commands(log: dict, **kw) -> commands.Bot:
     bot = make_bot(**kw)
     add_commands(bot, log)
     return bot
@@ -177,6 +178,14 @@ async def test_login_ready_and_guild_cache(fake: FakeDiscord):
     assert fake.gateway_connections[0].closed.is_set()
 
 
+async def test_auto_sharded_client_asks_gateway_bot(fake: FakeDiscord):
+    client = discord.AutoShardedClient(intents=discord.Intents.default())
+    async with fake.running(client):
+        assert client.get_guild(GUILD) is not None and client.shard_count == 1
+    assert "GET /gateway/bot" in [r.route for r in fake.requests]
+    assert fake.identify_payloads[0]["shard"] == [0, 1]
+
+
 async def test_bad_token_is_login_failure(fake: FakeDiscord):
     with pytest.raises(discord.LoginFailure):
         async with fake.running(make_bot(), token="not-the-token"):
@@ -207,11 +216,39 @@ async def test_patched_restores_discord_py(fake: FakeDiscord):
     assert discord.http.Route.BASE == saved
 
 
+async def test_runtime_guild_changes_reach_the_cache(fake: FakeDiscord):
+    bot = make_bot()
+    threads: list = []
+    bot.add_listener(recorder(threads), "on_thread_create")
+    async with fake.running(bot):
+        guild = bot.get_guild(GUILD)
+        carol = 812345678901234704
+        fake.add_user(carol, "carol", global_name="Carol")
+        fake.add_member(GUILD, carol, roles=[ADMIN_ROLE])  # GUILD_MEMBER_ADD
+        await fake.wait_for(lambda: guild.get_member(carol))
+        assert guild.get_member(carol).guild_permissions.manage_guild
+        fetched = await guild.fetch_member(carol)  # GET /guilds/{guild_id}/members/{user_id}
+        assert fetched.display_name == "Carol" and [r.id for r in fetched.roles[1:]] == [ADMIN_ROLE]
+        with pytest.raises(discord.NotFound) as exc:
+            await guild.fetch_member(812345678901239999)
+        assert exc.value.code == 10007
+        role = fake.add_role(GUILD, 812345678901234801, "Storytellers", 0)  # GUILD_ROLE_CREATE
+        await fake.wait_for(lambda: guild.get_role(role.id))
+        fake.add_channel(GUILD, 812345678901234610, "side-story", type="thread", parent_id=GENERAL,
+                         owner_id=carol)  # THREAD_CREATE
+        thread = await fake.wait_for(lambda: guild.get_thread(812345678901234610))
+        assert thread.parent_id == GENERAL and threads == [thread]
+        await thread.send("posting in a new thread")
+        assert [m.content for m in fake.bot_messages(812345678901234610)] == ["posting in a new thread"]
+        fake.add_channel(GUILD, 812345678901234611, "new-channel")  # CHANNEL_CREATE
+        await fake.wait_for(lambda: guild.get_channel(812345678901234611))
+
+
 # --------------------------------------------------------------------------- commands sync
 
 
 async def test_command_tree_sync_observed(fake: FakeDiscord):
-    bot = await synced_bot(fake, {})
+    bot = bot_with_commands({})
     async with fake.running(bot):
         synced = await bot.tree.sync()
         assert {c.name for c in synced} == {"char", "undo", "regen", "slow", "params"}
@@ -361,6 +398,11 @@ async def test_discord_limits_and_errors(fake: FakeDiscord):
         assert (exc.value.status, exc.value.code) == (400, 50035)
         assert "content" in exc.value.text and "2000" in exc.value.text
         await channel.send("x" * 2000)  # exactly at the limit is fine
+        with pytest.raises(discord.HTTPException) as exc:
+            await channel.send(embed=discord.Embed(title="card", description="d" * 4097))
+        assert exc.value.code == 50035 and "embeds.0.description" in exc.value.text
+        await channel.send(embed=discord.Embed(title="card", description="a persona"))
+        assert fake.bot_messages(GENERAL)[-1].embeds[0]["description"] == "a persona"
         for empty in ("", "   \n"):
             with pytest.raises(discord.HTTPException) as exc:
                 await channel.send(empty)
@@ -375,7 +417,16 @@ async def test_discord_limits_and_errors(fake: FakeDiscord):
         with pytest.raises(discord.Forbidden) as exc:
             await bot.get_channel(LOCKED).send("not allowed here")
         assert exc.value.code == 50013
-        assert len(fake.bot_messages(GENERAL)) == 1 and fake.bot_messages(LOCKED) == []
+        assert len(fake.bot_messages(GENERAL)) == 2 and fake.bot_messages(LOCKED) == []
+        # a role overwrite beats the @everyone deny (Discord's order: @everyone, roles, member)
+        locked = bot.get_channel(LOCKED)
+        fake.set_overwrite(LOCKED, fake.bot_role_id(GUILD), allow=Perm.SEND_MESSAGES)
+        await fake.wait_for(lambda: locked.permissions_for(locked.guild.me).send_messages)
+        await locked.send("allowed now")
+        fake.set_overwrite(LOCKED, fake.bot_user_id, deny=Perm.SEND_MESSAGES, type="member")
+        with pytest.raises(discord.Forbidden):
+            await locked.send("denied again")
+        assert [m.content for m in fake.bot_messages(LOCKED)] == ["allowed now"]
 
 
 # --------------------------------------------------------------------------- rate limits and 5xx
@@ -495,13 +546,13 @@ async def test_missing_manage_webhooks_is_forbidden(fake: FakeDiscord):
 
 async def test_slash_command_ephemeral_and_options(fake: FakeDiscord):
     log: dict = {}
-    bot = await synced_bot(fake, log)
+    bot = bot_with_commands(log)
     seen: list[discord.Message] = []
     bot.add_listener(recorder(seen), "on_message")
     async with fake.running(bot):
         await bot.tree.sync()
-        inter = await fake.invoke_command("char use", {"name": "alice", "greeting": 2}, user_id=ALICE,
-                                          channel_id=GENERAL, locale="de")
+        inter = await fake.invoke_command("char use", {"name": "alice", "greeting": 2}, ALICE, GENERAL,
+                                          locale="de")
         cb = await inter.wait_callback()
         assert cb["type"] == 4 and cb["flags"] == 64 and inter.ephemeral
         assert inter.texts() == ["Now playing alice (greeting 2)"]
@@ -543,7 +594,8 @@ async def test_slash_command_ephemeral_and_options(fake: FakeDiscord):
 
 
 async def test_defer_followups_and_edit_original(fake: FakeDiscord):
-    bot = await synced_bot(fake, {})
+    log: dict = {}
+    bot = bot_with_commands(log)
     async with fake.running(bot):
         await bot.tree.sync()
         inter = await fake.invoke_command("regen", {}, user_id=ALICE, channel_id=GENERAL)
@@ -557,11 +609,13 @@ async def test_defer_followups_and_edit_original(fake: FakeDiscord):
         assert [m.content for m in inter.followups] == ["second part"]
         assert [m.content for m in fake.channel_messages(GENERAL)] == ["first part, edited", "second part"]
         assert all(m.interaction_id == inter.id for m in fake.channel_messages(GENERAL))
+        await fake.wait_for(lambda: "regen_original" in log)
+        assert log["regen_original"] == "first part, edited"  # GET .../messages/@original
 
 
 async def test_interaction_expires_after_deadline(fake: FakeDiscord):
     log: dict = {}
-    bot = await synced_bot(fake, log)
+    bot = bot_with_commands(log)
     fake.interaction_deadline = 0.2  # Discord's is 3 s; the command answers after 0.4 s
     async with fake.running(bot):
         await bot.tree.sync()
@@ -577,7 +631,7 @@ async def test_interaction_expires_after_deadline(fake: FakeDiscord):
 
 
 async def test_autocomplete_choices(fake: FakeDiscord):
-    bot = await synced_bot(fake, {})
+    bot = bot_with_commands({})
     async with fake.running(bot):
         await bot.tree.sync()
         choices = await fake.autocomplete("char use", "name", "al", user_id=ALICE, channel_id=GENERAL)
@@ -595,7 +649,7 @@ async def test_autocomplete_choices(fake: FakeDiscord):
 
 async def test_attachment_option_and_file_upload_bytes(fake: FakeDiscord):
     log: dict = {}
-    bot = await synced_bot(fake, log)
+    bot = bot_with_commands(log)
     card = bytes(range(256)) * 40 + b"\x89PNG tail"
     async with fake.running(bot):
         await bot.tree.sync()
