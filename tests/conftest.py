@@ -5,6 +5,7 @@ RWKV-6 is exercised in subprocesses.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,24 +58,24 @@ def demo6(models_dir) -> Path:
 
 
 def write_config(directory: Path, model: Path, *, db: str | None = None, backend: str = "rwkv-pip",
-                 extra: str = "") -> Path:
-    """A config file for tests: the demo model on the CPU, a private SQLite database, the sample cards."""
-    db = db or f"sqlite+aiosqlite:///{directory / 'bot.db'}"
-    text = f"""
-[model]
-path = "{model}"
-strategy = "cpu fp32"
-backend = "{backend}"
-chunk_len = 64
-[database]
-url = "{db}"
-[characters]
-dir = "{CHARACTERS}"
-default = "Mira"
-{extra}
-"""
+                 settings: dict | None = None, extra: str = "") -> Path:
+    """A config file for tests: the demo model on the CPU, a private SQLite database, the sample cards.
+    `settings` overrides keys as {"section.key": value}."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sections = {
+        "model": {"path": str(model), "strategy": "cpu fp32", "backend": backend, "chunk_len": 64},
+        "database": {"url": db or f"sqlite+aiosqlite:///{directory / 'bot.db'}"},
+        "characters": {"dir": str(CHARACTERS), "default": "Mira"},
+    }
+    for dotted, value in (settings or {}).items():
+        section, key = dotted.split(".")
+        sections.setdefault(section, {})[key] = value
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     path = directory / "rwkv-bot.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
     return path
 
 

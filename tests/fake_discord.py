@@ -36,6 +36,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import math
 import re
 import secrets
 import time
@@ -1862,10 +1863,11 @@ class FakeDiscord:
             window = self._buckets.get(key)
             if window is None or now >= window[1]:
                 window = self._buckets[key] = [0, now + per]
-            reset_after = max(window[1] - now, 0.0)
+            # rounded up: a client sleeping exactly reset_after must land in the next window
+            reset_after = math.ceil(max(window[1] - now, 0.0) * 1000) / 1000
             bucket = hashlib.md5(pattern.encode()).hexdigest()
             if window[0] >= limit:
-                body, headers = self._429(round(reset_after, 3), route)
+                body, headers = self._429(reset_after, route)
                 headers["X-RateLimit-Limit"] = str(limit)
                 headers["X-RateLimit-Bucket"] = bucket
                 return headers, body
