@@ -50,14 +50,17 @@ def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
     except KeyError:
         raise CardError(f"the CHARX archive has no {name}") from None
     if member.file_size > limit:
-        raise CardError(f"{name} in the CHARX archive is too large ({member.file_size / MIB:.1f} MiB; limit {limit / MIB:.0f} MiB)")
+        size = member.file_size / MIB
+        raise CardError(f"{name} in the CHARX archive is too large ({size:.1f} MiB; limit {limit / MIB:.0f} MiB)")
     pieces, total = [], 0
     try:
         with archive.open(member) as stream:
             while piece := stream.read(64 * 1024):
                 total += len(piece)
                 if total > limit:
-                    raise CardError(f"{name} in the CHARX archive inflates past {limit / MIB:.0f} MiB: refused as a zip bomb")
+                    raise CardError(
+                        f"{name} in the CHARX archive inflates past {limit / MIB:.0f} MiB: refused as a zip bomb"
+                    )
                 pieces.append(piece)
     except _ZIP_ERRORS as error:
         raise CardError(f"{name} in the CHARX archive is corrupt: {error}") from None

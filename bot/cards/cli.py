@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bot.cards.errors import CardError
-from bot.cards.library import load_card_file, scan_directory, sibling_avatar
+from bot.cards.library import carries_own_avatar, load_card_file, scan_directory, sibling_avatar
 from bot.cards.model import Card
 
 # Until the database lands, the library is the directory the bot scans at start.
@@ -60,7 +60,7 @@ def import_into(source: Path, card: Card, library: Path) -> list[Path]:
 
 
 def _avatar_file(source: Path, card: Card) -> Path | None:
-    return sibling_avatar(source, card) if card.avatar is not None and not source.suffix.lower() == ".png" else None
+    return None if carries_own_avatar(card) or card.avatar is None else sibling_avatar(source, card)
 
 
 def _check_name_is_free(card: Card, source: Path, library: Path) -> None:

@@ -9,10 +9,11 @@ from bot.cards.limits import MAX_JSON_DEPTH, MAX_TEXT_BYTES, MIB
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-def decode_text(data: bytes, what: str = "file") -> str:
+def decode_text(data: bytes, what: str = "the file") -> str:
     """UTF-8 with or without a BOM; CRLF becomes LF. Anything else is refused rather than guessed."""
     if len(data) > MAX_TEXT_BYTES:
-        raise CardError(f"{what} is too large ({len(data) / MIB:.1f} MiB; the limit for text is {MAX_TEXT_BYTES // MIB} MiB)")
+        size = len(data) / MIB
+        raise CardError(f"{what} is too large ({size:.1f} MiB; the limit for text is {MAX_TEXT_BYTES // MIB} MiB)")
     if data.startswith(_UTF16_BOMS):
         raise CardError(f"{what} is UTF-16; save it as UTF-8")
     try:
@@ -28,7 +29,7 @@ def normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-def load_json(text: str, what: str = "card JSON") -> object:
+def load_json(text: str, what: str = "the file") -> object:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
@@ -54,7 +55,7 @@ def check_depth(value: object, what: str) -> None:
             stack.extend((child, depth + 1) for child in node)
 
 
-def load_yaml(text: str, what: str = "YAML card") -> object:
+def load_yaml(text: str, what: str = "the file") -> object:
     """Safe YAML without anchors/aliases: an alias lets a 1 KB file expand into gigabytes when walked."""
     import yaml  # only YAML cards pay for the import
 

@@ -59,7 +59,8 @@ def _from_text(text: str, filename: str, strict_json: bool) -> Card:
 
 def _from_png(data: bytes) -> Card:
     card_json, image = png.card_json_from_png(data)
-    card = card_from_value(load_json(decode_text(card_json.encode("utf-8"), "card JSON"), "the PNG's card JSON"))
+    what = "the PNG's card data"
+    card = card_from_value(load_json(decode_text(card_json.encode("utf-8"), what), what))
     card.avatar = image
     return _with_container(card, prefix="png_")
 

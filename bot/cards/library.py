@@ -41,11 +41,15 @@ def load_card_file(path: str | Path) -> Card:
     path = Path(path)
     limit = MAX_TEXT_BYTES if path.suffix.lower() in _TEXT_SUFFIXES else MAX_FILE_BYTES
     card = parse_card(read_capped(path, limit), path.name)
-    if not card.source_format.startswith(_SELF_CONTAINED):
+    if not carries_own_avatar(card):
         avatar_path = sibling_avatar(path, card)
         if avatar_path is not None:
             card.avatar = _read_avatar(avatar_path)
     return card
+
+
+def carries_own_avatar(card: Card) -> bool:
+    return card.source_format.startswith(_SELF_CONTAINED)
 
 
 def sibling_avatar(path: Path, card: Card) -> Path | None:

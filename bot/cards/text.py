@@ -80,7 +80,8 @@ def _card_from_sections(text: str, filename: str) -> Card:
     for field, body in sections:
         _store(fields, field, body)
     if len(fields["alternate_greetings"]) > MAX_LIST_ITEMS:
-        raise CardError(f"too many alternate greetings ({len(fields['alternate_greetings'])}; the limit is {MAX_LIST_ITEMS})")
+        count = len(fields["alternate_greetings"])
+        raise CardError(f"too many alternate greetings ({count}; the limit is {MAX_LIST_ITEMS})")
     name = _split_name(fields) or _name_from_filename(filename)
     if len(name) > MAX_NAME_CHARS:
         raise CardError(f"the character name is too long ({len(name)} characters; the limit is {MAX_NAME_CHARS})")
