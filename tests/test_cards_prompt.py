@@ -274,8 +274,7 @@ def test_token_budget_drops_lowest_priority_first():
     entries = [BookEntry(keys=["a"], content="LOW " * 5, priority=1, insertion_order=1),
                BookEntry(keys=["a"], content="HIGH " * 5, priority=9, insertion_order=2),
                BookEntry(keys=["a"], content="MID " * 5, priority=5, insertion_order=3)]
-    words = lambda text: len(text.split())  # noqa: E731
-    result = note(book_card(*entries, token_budget=10), "a", count_tokens=words)
+    result = note(book_card(*entries, token_budget=10), "a", count_tokens=lambda text: len(text.split()))
     assert "HIGH" in result and "MID" in result and "LOW" not in result
     assert result.index("HIGH") < result.index("MID")  # kept entries stay in insertion order
 

@@ -26,7 +26,7 @@ def show_command(args: argparse.Namespace) -> int:
         card = load_card_file(args.file)
     except CardError as error:
         return _refuse(args.file, str(error))
-    except Exception as error:  # noqa: BLE001 - the contract is one line and exit 2, never a traceback
+    except Exception as error:  # the contract is one line and exit 2, never a traceback
         return _refuse(args.file, f"unexpected {type(error).__name__}: {error}")
     _print(json.dumps(card.to_json(), ensure_ascii=False, indent=2) if args.json else summary(card))
     return 0
@@ -39,7 +39,7 @@ def import_command(args: argparse.Namespace) -> int:
         copied = import_into(source, card, LIBRARY_DIR)
     except CardError as error:
         return _refuse(args.file, str(error))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # same contract as show
         return _refuse(args.file, f"unexpected {type(error).__name__}: {error}")
     _print(f"imported {card.name} ({card.source_format}) into {', '.join(str(path) for path in copied)}")
     return 0

@@ -60,7 +60,7 @@ def load_yaml(text: str, what: str = "the file") -> object:
     import yaml  # only YAML cards pay for the import
 
     class _Loader(yaml.SafeLoader):
-        def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        def compose_node(self, parent, index):  # PyYAML calls this for every node, aliases included
             if self.check_event(yaml.AliasEvent):
                 raise CardError(f"{what} uses YAML aliases (*name), which are not accepted in cards")
             self._depth = getattr(self, "_depth", 0) + 1
@@ -72,7 +72,7 @@ def load_yaml(text: str, what: str = "the file") -> object:
                 self._depth -= 1
 
     try:
-        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        value = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: no Python objects
     except yaml.YAMLError as error:
         raise CardError(f"{what} is not valid YAML: {_yaml_problem(error)}") from None
     except RecursionError:

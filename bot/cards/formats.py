@@ -1,6 +1,7 @@
 """parse_card: any supported card file, recognized by its content (and its name, for YAML and text cards)."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import PurePath
 
 from bot.cards import charx, png
@@ -75,7 +76,7 @@ def _from_charx(data: bytes) -> Card:
     return _with_container(card, prefix="charx_")
 
 
-def _charx_avatar(archive, icon_path: str) -> bytes | None:  # noqa: ANN001 - a zipfile.ZipFile
+def _charx_avatar(archive: zipfile.ZipFile, icon_path: str) -> bytes | None:
     """The main icon when it is a PNG; other image types stay in the archive (Card.avatar holds PNG bytes only)."""
     icon = charx.read_icon(archive, icon_path)
     if not png.is_png(icon):

@@ -85,13 +85,13 @@ def scan_directory(path: str | Path) -> tuple[list[tuple[Card, Path]], list[tupl
     return cards, errors
 
 
-def _load_each(files: list[Path], cards: list, errors: list) -> None:  # noqa: ANN001
+def _load_each(files: list[Path], cards: list[tuple[Card, Path]], errors: list[tuple[Path, str]]) -> None:
     for file in files:
         try:
             cards.append((load_card_file(file), file))
         except CardError as error:
             errors.append((file, str(error)))
-        except Exception as error:  # noqa: BLE001 - one bad file must not stop the bot from starting
+        except Exception as error:  # one bad file must not stop the bot from starting
             errors.append((file, f"unexpected {type(error).__name__} while reading the card: {error}"))
 
 

@@ -10,9 +10,12 @@ has no timeout, and a card must not be able to stall the bot.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from bot.cards.model import BookEntry, CharacterBook
+
+TokenCounter = Optional[Callable[[str], int]]
+KeyRenderer = Callable[[str], str]
 
 _RECURSION_ROUNDS = 3
 _MAX_SCAN_DEPTH = 100
@@ -28,8 +31,8 @@ def triggered_entries(
     book: CharacterBook,
     texts: Sequence[str],
     *,
-    key_renderer: Callable[[str], str] = lambda key: key,
-    count_tokens: Callable[[str], int] | None = None,
+    key_renderer: KeyRenderer = lambda key: key,
+    count_tokens: TokenCounter = None,
 ) -> list[BookEntry]:
     """Keyed (non-constant) entries that fire on `texts`, ordered and within the book's token budget."""
     waiting = [entry for entry in book.entries if entry.enabled and not entry.constant and not entry.use_regex]
@@ -45,12 +48,12 @@ def triggered_entries(
     return within_budget(_in_book_order(book, fired), book.token_budget, count_tokens)
 
 
-def constant_entries(book: CharacterBook, count_tokens: Callable[[str], int] | None = None) -> list[BookEntry]:
+def constant_entries(book: CharacterBook, count_tokens: TokenCounter = None) -> list[BookEntry]:
     always = [entry for entry in book.entries if entry.enabled and entry.constant]
     return within_budget(_in_book_order(book, always), book.token_budget, count_tokens)
 
 
-def entry_fires(entry: BookEntry, texts: Sequence[str], key_renderer: Callable[[str], str] = lambda key: key) -> bool:
+def entry_fires(entry: BookEntry, texts: Sequence[str], key_renderer: KeyRenderer = lambda key: key) -> bool:
     if not _any_key(entry.keys, texts, entry.case_sensitive, key_renderer):
         return False
     if entry.selective and any(key.strip() for key in entry.secondary_keys):
@@ -58,7 +61,7 @@ def entry_fires(entry: BookEntry, texts: Sequence[str], key_renderer: Callable[[
     return True
 
 
-def _any_key(keys: Iterable[str], texts: Sequence[str], case_sensitive: bool, key_renderer) -> bool:  # noqa: ANN001
+def _any_key(keys: Iterable[str], texts: Sequence[str], case_sensitive: bool, key_renderer: KeyRenderer) -> bool:
     haystacks = texts if case_sensitive else [text.casefold() for text in texts]
     for key in keys:
         needle = key_renderer(key).strip()
@@ -90,7 +93,7 @@ def _in_book_order(book: CharacterBook, entries: list[BookEntry]) -> list[BookEn
 
 
 def within_budget(
-    entries: list[BookEntry], budget: int | None, count_tokens: Callable[[str], int] | None
+    entries: list[BookEntry], budget: int | None, count_tokens: TokenCounter
 ) -> list[BookEntry]:
     """Highest priority first while they fit; the result keeps the input order. Without a tokenizer, characters
     are counted, a generous estimate for English (about four characters a token) and close for Chinese."""

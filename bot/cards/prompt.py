@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from bot.cards.errors import CardError
-from bot.cards.lorebook import constant_entries, scanned_texts, triggered_entries
+from bot.cards.lorebook import TokenCounter, constant_entries, scanned_texts, triggered_entries
 from bot.cards.macros import render_macros
-from bot.cards.model import Card
+from bot.cards.model import BookEntry, Card
 from bot.engine.prompt import sanitize_name, sanitize_text, turn
 
 _EXTRA_NEWLINES = re.compile(r"\n{3,}")
@@ -99,7 +99,9 @@ def reply_preamble(
     return turn(_note_speaker(speakers), "\n".join(lines)) if lines else ""
 
 
-def _triggered(card: Card, message: str, recent: Sequence[str], speakers: _Speakers, count_tokens):  # noqa: ANN001
+def _triggered(
+    card: Card, message: str, recent: Sequence[str], speakers: _Speakers, count_tokens: TokenCounter
+) -> list[BookEntry]:
     book = card.character_book
     if book is None:
         return []
@@ -117,7 +119,9 @@ def _note_speaker(speakers: _Speakers) -> str:
     return next(name for name in _NOTE_SPEAKERS if name.casefold() not in taken)
 
 
-def _speakers(card: Card, user: str, char_label: str | None, user_label: str | None, rng) -> _Speakers:  # noqa: ANN001
+def _speakers(
+    card: Card, user: str, char_label: str | None, user_label: str | None, rng: random.Random | None
+) -> _Speakers:
     return _Speakers(
         char=" ".join(card.display_name.split()),
         user=" ".join(user.split()),
@@ -127,7 +131,7 @@ def _speakers(card: Card, user: str, char_label: str | None, user_label: str | N
     )
 
 
-def _context_sections(card: Card, speakers: _Speakers, count_tokens) -> list[str]:  # noqa: ANN001
+def _context_sections(card: Card, speakers: _Speakers, count_tokens: TokenCounter) -> list[str]:
     before, after = _constant_lore(card, speakers, count_tokens)
     personality, scenario = speakers.render(card.personality), speakers.render(card.scenario)
     sections = [
@@ -141,7 +145,7 @@ def _context_sections(card: Card, speakers: _Speakers, count_tokens) -> list[str
     return [_EXTRA_NEWLINES.sub("\n\n", section) for section in sections if section]
 
 
-def _constant_lore(card: Card, speakers: _Speakers, count_tokens) -> tuple[list[str], list[str]]:  # noqa: ANN001
+def _constant_lore(card: Card, speakers: _Speakers, count_tokens: TokenCounter) -> tuple[list[str], list[str]]:
     if card.character_book is None:
         return [], []
     entries = constant_entries(card.character_book, count_tokens)
