@@ -6,7 +6,7 @@ import logging
 from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command
 from bot.engine.conversations import Busy, ConversationError, Conversations
 from bot.engine.sampling import ParamError
-from bot.i18n import t
+from bot.i18n import normalize_lang, t
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ class Commands:
             log.info("channel %s: /%s refused: %s is not an admin", ctx.key, spec.name, ctx.user_id)
             return [Reply(t("not_admin", ctx.lang), ephemeral=True)]
         return await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
+
+    async def lang_for(self, key, platform_code: str | None, default: str = "en") -> str:
+        """The language to answer in: the chat's /lang setting, else the user's platform language, else default."""
+        chosen = await self.conversations.setting(key, "lang")
+        return chosen or normalize_lang(platform_code, default)
 
     def commands(self) -> list[CommandSpec]:
         """Each command once, in registration order (for /help and platform menus)."""

@@ -362,6 +362,11 @@ class Conversations:
             settings[name] = value
             await self.store.update_channel(ch.id, settings=settings)
 
+    async def setting(self, key: ChannelKey, name: str, default=None):
+        """A per-channel setting (e.g. "lang", "reply_mode"), read without creating the channel's state."""
+        ch = await self.channel(key)
+        return (ch.settings or {}).get(name, default)
+
     async def transcript(self, key: ChannelKey) -> tuple[Channel, list[Turn]]:
         ch = await self.channel(key)
         return ch, await self.store.turns(ch.id)
