@@ -67,8 +67,8 @@ def test_packed_prefill_kernel_matches_torch(version):
     ref_pools = _clone(pools)
     seqs = [[1, 2, 3, 4, 5, 6, 7], [9], [40, 41, 42]]
     packed = rwkv7.Packed.build(seqs, [4, 0, 2], DEVICE)
-    ref = model.forward_packed(z, packed, ref_pools, model.TorchOps.wkv_seq)
-    out = model.forward_packed(z, packed, pools, ops.wkv_seq)
+    ref = model.forward_packed(z, packed, ref_pools, model.TorchOps)
+    out = model.forward_packed(z, packed, pools, ops)
     _close(out, ref)
     _close(pools.kv, ref_pools.kv)
 

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from bot.engine import rwkv6, rwkv7
@@ -170,7 +171,7 @@ class BatchedBackend:
 
     def _prefill(self, rows: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
         packed = rwkv7.Packed.build([list(t) for _, t in rows], [self._rows[s] for s, _ in rows], self.device)
-        return self.model.forward_packed(self.z, packed, self.pools, self.ops.wkv_seq)
+        return self.model.forward_packed(self.z, packed, self.pools, self.ops)
 
     def _capture(self, bucket: int) -> "_DecodeGraph":
         if self._graph_pool is None:
@@ -250,27 +251,13 @@ class BatchSampler:
         dev = self.device
         logits = logits.to(dev).float()
         V = logits.shape[1]
-        # Penalties and bans as one scatter: (row, token, amount) triples built on the host.
-        pr, pt, pv = [], [], []
-        for i, s in enumerate(samplers):
-            p = s.params
-            for token, count in s.occurrence.items():
-                pr.append(i); pt.append(token); pv.append(p.presence_penalty + count * p.frequency_penalty)
-        adjusted = logits.clone()
-        if pr:
-            idx = torch.tensor(pr, dtype=torch.long).to(dev) * V + torch.tensor(pt, dtype=torch.long).to(dev)
-            # ReplySampler subtracts per token once: the (row, token) pairs are unique, so a plain scatter-add works.
-            adjusted.view(-1).index_add_(0, idx, -torch.tensor(pv, dtype=torch.float32).to(dev))
-        br = [i for i, b in enumerate(banned) for _ in b]
-        bt = [t for b in banned for t in b]
-        if br:
-            adjusted[torch.tensor(br, dtype=torch.long).to(dev), torch.tensor(bt, dtype=torch.long).to(dev)] = -float("inf")
-
-        greedy = [i for i, s in enumerate(samplers) if s.greedy]
-        action = [i for i, s in enumerate(samplers) if not s.greedy and texts[i].endswith(OPEN_ACTION)]
-        rest = [i for i, s in enumerate(samplers) if not s.greedy and not texts[i].endswith(OPEN_ACTION)]
-        miro = [i for i in rest if samplers[i].params.mirostat_tau > 0]
-        nucleus = [i for i in rest if samplers[i].params.mirostat_tau <= 0]
+        adjusted = self._adjust(logits, samplers, banned)
+        greedy = [s.greedy for s in samplers]
+        if all(greedy):
+            return torch.argmax(adjusted, dim=-1).tolist()
+        action = [i for i, s in enumerate(samplers) if not greedy[i] and texts[i].endswith(OPEN_ACTION)]
+        sub = [i for i, s in enumerate(samplers) if not greedy[i] and not texts[i].endswith(OPEN_ACTION)]
+        miro = [i for i in sub if samplers[i].params.mirostat_tau > 0]
 
         tokens = torch.argmax(adjusted, dim=-1)  # greedy rows keep this
         surprise = torch.zeros(R, device=dev)
@@ -279,35 +266,38 @@ class BatchSampler:
             top = torch.topk(adjusted[rows], 20, dim=-1)
             pick = torch.multinomial(torch.softmax(top.values / 1000.0, dim=-1), 1, generator=self.generator)
             tokens[rows] = top.indices.gather(1, pick).squeeze(1)
-        if miro or nucleus:
-            sub = miro + nucleus
-            rows = torch.tensor(sub, device=dev)
-            sorted_logits, sorted_ids = torch.sort(adjusted[rows], dim=-1, descending=True)
-            param = lambda name: torch.tensor([float(getattr(samplers[i].params, name)) for i in sub], device=dev)
-            temperature, top_k, min_p = param("temperature"), param("top_k"), param("min_p")
-            is_miro = torch.tensor([i in set(miro) for i in sub], device=dev)
-            mu = torch.tensor([float(samplers[i].mu) for i in sub], device=dev)
-            top_p = param("top_p")
+        if sub:
+            # Per-row parameters in one transfer: temperature, top_p, top_k, min_p, mirostat?, mu.
+            table = torch.tensor([[samplers[i].params.temperature, samplers[i].params.top_p,
+                                   samplers[i].params.top_k, samplers[i].params.min_p,
+                                   1.0 if samplers[i].params.mirostat_tau > 0 else 0.0, samplers[i].mu]
+                                  for i in sub], dtype=torch.float32).to(dev, non_blocking=True)
+            temperature, top_p, top_k, min_p, is_miro, mu = table.t().contiguous().unsqueeze(-1)
+            rows = torch.tensor(sub, device=dev) if len(sub) < R else None
+            sorted_logits, sorted_ids = torch.sort(adjusted if rows is None else adjusted[rows], dim=-1,
+                                                   descending=True)
             pos = torch.arange(V, device=dev).unsqueeze(0)
-            probs = torch.softmax(sorted_logits, dim=-1)  # (n, V) descending
+            probs = torch.softmax(sorted_logits, dim=-1)  # descending
+            zero = torch.zeros((), device=dev)
             # Mirostat: keep the tokens before the first one whose surprise exceeds mu (at least one).
             surp = -torch.log2(probs)
-            keep = (surp <= mu.unsqueeze(1)).sum(dim=1).clamp(min=1)
-            miro_logits = torch.where(pos < keep.unsqueeze(1), sorted_logits, torch.full_like(sorted_logits, -float("inf")))
-            miro_probs = torch.softmax(miro_logits, dim=-1)
-            # Nucleus (PIPELINE): drop tokens less likely than the one at which the running total reaches top_p.
-            cumulative = torch.cumsum(probs, dim=-1)
-            cut = torch.searchsorted(cumulative, top_p.unsqueeze(1), right=False).clamp(max=V - 1)
-            cutoff = probs.gather(1, cut)
-            nuc_probs = torch.where(probs < cutoff, torch.zeros_like(probs), probs)
-            kept = torch.where(is_miro.unsqueeze(1), miro_probs, nuc_probs)
-            kept = torch.where((top_k.unsqueeze(1) > 0) & (pos >= top_k.unsqueeze(1)), torch.zeros_like(kept), kept)
-            kept = torch.where((min_p.unsqueeze(1) > 0) & (kept < kept[:, :1] * min_p.unsqueeze(1)),
-                               torch.zeros_like(kept), kept)
-            kept = torch.where(temperature.unsqueeze(1) != 1.0, kept ** (1.0 / temperature.unsqueeze(1)), kept)
-            pick = torch.multinomial(kept / kept.sum(dim=1, keepdim=True), 1, generator=self.generator)
-            tokens[rows] = sorted_ids.gather(1, pick).squeeze(1)
-            surprise[rows] = surp.gather(1, pick).squeeze(1)
+            keep = (surp <= mu).sum(dim=1, keepdim=True).clamp(min=1)
+            miro_probs = torch.softmax(torch.where(pos < keep, sorted_logits, -float("inf")), dim=-1)
+            # Nucleus (PIPELINE): drop tokens less likely than the one where the running total reaches top_p.
+            cut = torch.searchsorted(torch.cumsum(probs, dim=-1), top_p, right=False).clamp(max=V - 1)
+            nuc_probs = torch.where(probs < probs.gather(1, cut), zero, probs)
+            kept = torch.where(is_miro > 0, miro_probs, nuc_probs)
+            kept = torch.where((top_k > 0) & (pos >= top_k), zero, kept)
+            kept = torch.where((min_p > 0) & (kept < kept[:, :1] * min_p), zero, kept)
+            kept = kept / kept[:, :1]  # the top token is always kept: scale it to 1 so the power cannot underflow
+            kept = torch.where(temperature != 1.0, kept ** (1.0 / temperature), kept)
+            pick = torch.multinomial(kept, 1, generator=self.generator)  # multinomial normalises itself
+            chosen = sorted_ids.gather(1, pick).squeeze(1)
+            if rows is None:
+                tokens, surprise = chosen, surp.gather(1, pick).squeeze(1)
+            else:
+                tokens[rows] = chosen
+                surprise[rows] = surp.gather(1, pick).squeeze(1)
         # One transfer back: tokens and the surprise of each drawn token (for Mirostat's update).
         both = torch.stack([tokens.double(), surprise.double()]).cpu()
         out = [int(t) for t in both[0].tolist()]
@@ -315,6 +305,33 @@ class BatchSampler:
             surprises = both[1].tolist()
             for i in miro:
                 s = samplers[i]
-                p = s.params
-                s.mu, s.lr = mirostat_update(s.mu, s.lr, surprises[i], p.mirostat_tau, p.mirostat_lr_decay)
+                s.mu, s.lr = mirostat_update(s.mu, s.lr, surprises[i], s.params.mirostat_tau,
+                                             s.params.mirostat_lr_decay)
         return out
+
+    def _adjust(self, logits: torch.Tensor, samplers: list[ReplySampler], banned: list[set[int]]) -> torch.Tensor:
+        """Penalties and bans (ReplySampler.adjust for every row) as two scatters built with numpy on the host."""
+        V = logits.shape[1]
+        rows, tokens, amounts = [], [], []
+        for i, s in enumerate(samplers):
+            occ = s.occurrence
+            if occ:
+                counts = np.fromiter(occ.values(), dtype=np.float64, count=len(occ))
+                rows.append(np.full(len(occ), i, dtype=np.int64))
+                tokens.append(np.fromiter(occ.keys(), dtype=np.int64, count=len(occ)))
+                # As ReplySampler: the amount in float64, subtracted from the float32 logit.
+                amounts.append(s.params.presence_penalty + counts * s.params.frequency_penalty)
+        ban_rows = [i for i, b in enumerate(banned) for _ in b]
+        if not rows and not ban_rows:
+            return logits
+        adjusted = logits.clone()
+        flat = adjusted.view(-1)
+        if rows:
+            idx = torch.from_numpy(np.concatenate(rows) * V + np.concatenate(tokens))
+            amount = torch.from_numpy(-np.concatenate(amounts).astype(np.float32))
+            # The (row, token) pairs are unique, so one scatter-add equals the reference's per-token subtraction.
+            flat.index_add_(0, idx.to(flat.device, non_blocking=True), amount.to(flat.device, non_blocking=True))
+        if ban_rows:
+            idx = torch.tensor([i * V + t for i, b in enumerate(banned) for t in b], dtype=torch.long)
+            flat.index_fill_(0, idx.to(flat.device, non_blocking=True), -float("inf"))
+        return adjusted

@@ -154,6 +154,9 @@ def measure_workload(backend, channels: int, device, chunk_len: int = 256) -> di
         await engine.start()
         try:
             zero = backend.zero_state()
+            # A running bot's engine thread is warm (per-thread GPU library handles, lazily loaded kernels):
+            # one short reply first, untimed.
+            await engine.generate(zero, [1, 2, 3], SamplingParams(max_tokens=2), seed=0).result()
             prompts = [[rng.randrange(1, 65000) for _ in range(MESSAGE_TOKENS)] for _ in range(channels)]
             t0 = time.monotonic()
             gens = [engine.generate(zero, p, params, channel=f"bench{i}", seed=i) for i, p in enumerate(prompts)]
@@ -179,6 +182,52 @@ def measure_workload(backend, channels: int, device, chunk_len: int = 256) -> di
                 "tokens": sum(lengths), "tok_s": sum(lengths) / total}
 
     return asyncio.run(run())
+
+
+def measure_graph_step(backend, batch: int, repeats: int = 50) -> float | None:
+    """Milliseconds of one decode step's CUDA graph replay alone (no host work), by CUDA events."""
+    if not getattr(backend, "use_graphs", False):
+        return None
+    for s in range(batch):
+        backend.load(s, backend.zero_state())
+    rows = [(s, [s + 1]) for s in range(batch)]
+    backend.forward(rows)  # captures the bucket's graph if needed
+    graph = backend._graphs[next(b for b in sorted(backend._graphs) if b >= batch)]
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graph.graph.replay()
+    start.record()
+    for _ in range(repeats):
+        graph.graph.replay()
+    end.record()
+    end.synchronize()
+    for s in range(batch):
+        backend.release(s)
+    return start.elapsed_time(end) / repeats
+
+
+def measure_sampler(backend, batch: int, repeats: int = 20) -> float | None:
+    """Milliseconds per BatchedBackend.sample call with the bot's default sampling (Mirostat, penalties) over
+    `batch` rows whose replies are 64 tokens in."""
+    from bot.engine.sampling import ReplySampler, SamplingParams
+
+    sample = getattr(backend, "sample", None)
+    if sample is None:
+        return None
+    dev = backend.device
+    gen = torch.Generator(device=dev).manual_seed(batch)
+    logits = torch.randn(batch, backend.info.vocab_size, device=dev, generator=gen) * 3
+    samplers = [ReplySampler(SamplingParams()) for _ in range(batch)]
+    rng = random.Random(batch)
+    for sm in samplers:
+        for _ in range(64):
+            sm.observe(rng.randrange(1, 65000), "x")
+    banned = [{0} for _ in range(batch)]
+    sample(logits, samplers, banned, [""] * batch)
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        sample(logits, samplers, banned, [""] * batch)
+    return 1000 * (time.perf_counter() - t0) / repeats
 
 
 def greedy_agreement(engine, baseline, sequences: int, length: int, device) -> dict:
@@ -233,10 +282,10 @@ def profile_engine(backend, device, out_dir: Path, batches=(1, 64)) -> dict:
         (out_dir / f"profile_decode_b{B}.txt").write_text(table)
         summary[f"decode_b{B}"] = _top_kernels(prof, 5)
     packed = rwkv7.Packed.build([list(range(1, 513))], [0], device)
-    model.forward_packed(z, packed, backend.pools, backend.ops.wkv_seq)
+    model.forward_packed(z, packed, backend.pools, backend.ops)
     _sync(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        model.forward_packed(z, packed, backend.pools, backend.ops.wkv_seq)
+        model.forward_packed(z, packed, backend.pools, backend.ops)
         _sync(device)
     (out_dir / "profile_prefill512.txt").write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
     summary["prefill_512"] = _top_kernels(prof, 1)
@@ -278,6 +327,9 @@ def _measure_backend(name, backend, device, channels, args, max_channels=None) -
         d = d if n == 1 else measure_decode(backend, n, seconds, args.max_steps, device)
         res["aggregate_decode_tok_s"][str(n)] = d["tok_s"]
         res["decode_step_ms"][str(n)] = d["step_ms"]
+    if name == "engine":
+        res["graph_step_ms"] = {str(n): measure_graph_step(backend, n) for n in channels}
+        res["sample_ms"] = {str(n): measure_sampler(backend, n) for n in channels}
     _log(f"{name}: prefill of a {args.card_tokens}-token card")
     res["prefill_tok_s"] = measure_prefill(backend, device, args.card_tokens, repeats=args.prefill_repeats)
     if name == "engine":

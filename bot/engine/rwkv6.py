@@ -147,14 +147,14 @@ def decode_step(z: dict, tokens, rows, pools: Pools, ops=TorchOps, v_first=None,
     return (x @ z["head"]).float()
 
 
-def forward_packed(z: dict, packed: Packed, pools: Pools, wkv_seq=TorchOps.wkv_seq) -> torch.Tensor:
+def forward_packed(z: dict, packed: Packed, pools: Pools, ops=TorchOps) -> torch.Tensor:
     dtype, H, C = z["dtype"], z["n_head"], z["n_embd"]
     x = z["emb"][packed.tokens].float()
     for i, L in enumerate(z["layers"]):
         xx = F.layer_norm(x, (C,), L["ln1_w"], L["ln1_b"]).to(dtype)
         prev = token_shift(xx, pools.att_x[i], packed)
         mix_x, base, sx = _mixes(xx.float(), prev, L["maa_x"], L["maa"])
-        wkv = lambda r, w, k, v: wkv_seq(r, w, k, v, L["u"], pools.kv[i], packed, H)
+        wkv = lambda r, w, k, v: ops.wkv_seq(r, w, k, v, L["u"], pools.kv[i], packed, H)
         x = x + _time_mix(z, L, xx, mix_x, base, sx, wkv)
         xx = F.layer_norm(x, (C,), L["ln2_w"], L["ln2_b"]).to(dtype)
         prev = token_shift(xx, pools.ffn_x[i], packed)

@@ -252,6 +252,20 @@ class TorchOps:
 
     wkv_seq = wkv7_seq
 
+    @staticmethod
+    def shift_mix(xx: torch.Tensor, prev_pool: torch.Tensor, packed: Packed, maa: torch.Tensor, out_dtype):
+        return token_shift_mix(xx, prev_pool, packed, maa, out_dtype)
+
+    @staticmethod
+    def wkv7_prefill(layer_id: int, L: dict, rkv, lora, v_first: torch.Tensor, kv_pool: torch.Tensor,
+                     packed: Packed, H: int, out_dtype) -> torch.Tensor:
+        """wkv7_decode over packed sequences: the whole time mix between the products, (T, C) out_dtype."""
+        r, w, k, v, a, b, g, vf = time_mix_inputs(layer_id, L, rkv, lora, v_first, H)
+        if layer_id == 0:
+            v_first.copy_(vf)
+        y = TorchOps.wkv7_seq(r, w, k, v, a, b, kv_pool, packed, H)
+        return time_mix_output(L, y, r, k, v, g, H).to(out_dtype)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # The model
@@ -295,23 +309,24 @@ def token_shift_mix(xx: torch.Tensor, prev_pool: torch.Tensor, packed: Packed, m
     return (xx.unsqueeze(0) + d.unsqueeze(0) * maa.unsqueeze(1)).to(out_dtype)
 
 
-def forward_packed(z: dict, packed: Packed, pools: Pools, wkv7_seq=TorchOps.wkv7_seq) -> torch.Tensor:
-    """Feed every packed sequence all its tokens; returns the logits after each sequence's last token (S, V)."""
-    dtype, H, C = z["dtype"], z["n_head"], z["n_embd"]
+def forward_packed(z: dict, packed: Packed, pools: Pools, ops=TorchOps) -> torch.Tensor:
+    """Feed every packed sequence all its tokens; returns the logits after each sequence's last token (S, V).
+    The same layer structure as decode_step, over T packed tokens instead of B rows."""
+    dtype, H, sdt = z["dtype"], z["n_head"], pools.att_x.dtype
     x = z["emb"][packed.tokens].float()
-    v_first = x
+    v_first = torch.empty_like(x)
+    delta = None
     for i, L in enumerate(z["layers"]):
-        xx = F.layer_norm(x, (C,), L["ln1_w"], L["ln1_b"])
-        mix = token_shift_mix(xx, pools.att_x[i], packed, L["maa"], dtype)
+        xx = ops.add_ln(x, delta, L["ln1_w"], L["ln1_b"], sdt)
+        mix = ops.shift_mix(xx, pools.att_x[i], packed, L["maa"], dtype)
         rkv = torch.bmm(mix[:3], L["rkv"])
-        lora = torch.bmm(TorchOps.lora_act(torch.bmm(mix[2:], L["lora1"])), L["lora2"])
-        r, w, k, v, a, b, g, v_first = time_mix_inputs(i, L, rkv, lora, v_first, H)
-        y = wkv7_seq(r, w, k, v, a, b, pools.kv[i], packed, H)
-        x = x + (time_mix_output(L, y, r, k, v, g, H).to(dtype) @ L["O"]).float()
-        xx = F.layer_norm(x, (C,), L["ln2_w"], L["ln2_b"])
-        kin = token_shift_mix(xx, pools.ffn_x[i], packed, L["ffn_maa"], dtype)[0]
-        x = x + (torch.relu(kin @ L["ffn_K"]) ** 2 @ L["ffn_V"]).float()
-    x = F.layer_norm(x[packed.last], (C,), z["ln_out_w"], z["ln_out_b"]).to(dtype)
+        lora = torch.bmm(ops.lora_act(torch.bmm(mix[2:], L["lora1"])), L["lora2"])
+        y = ops.wkv7_prefill(i, L, rkv, lora, v_first, pools.kv[i], packed, H, dtype)
+        delta = y @ L["O"]
+        xx = ops.add_ln(x, delta, L["ln2_w"], L["ln2_b"], sdt)
+        kin = ops.shift_mix(xx, pools.ffn_x[i], packed, L["ffn_maa"], dtype)[0]
+        delta = ops.relu_sq(kin @ L["ffn_K"]) @ L["ffn_V"]
+    x = ops.add_ln(x[packed.last], delta[packed.last], z["ln_out_w"], z["ln_out_b"], dtype)
     return (x @ z["head"]).float()
 
 
