@@ -89,6 +89,17 @@ MESSAGES: dict[str, dict[str, str]] = {
     "too_many_saves": {"en": "This chat already has {limit} saves; delete one with /delsave.",
                        "zh": "本聊天已有 {limit} 个存档，请先用 /delsave 删除一个。"},
     "bad_save_name": {"en": "A save name is 1 to 64 letters, digits, '-' or '_'.", "zh": "存档名为 1 到 64 个字母、数字、'-' 或 '_'。"},
+    "nothing_to_save": {"en": "There is no conversation to save yet.", "zh": "还没有可以保存的对话。"},
+    "save_character_missing": {"en": "The character of save {name!r} is no longer in the library.",
+                               "zh": "存档 {name!r} 的角色已不在角色库中。"},
+    "card_tags": {"en": "Tags", "zh": "标签"},
+    "card_description": {"en": "Description", "zh": "描述"},
+    "card_personality": {"en": "Personality", "zh": "性格"},
+    "card_scenario": {"en": "Scenario", "zh": "场景"},
+    "card_by": {"en": "by", "zh": "作者"},
+    "card_greetings": {"en": "Greetings: {count} (use /char use {name} N, N = 0..{high})",
+                       "zh": "开场白：{count} 个（使用 /char use {name} N，N = 0..{high}）"},
+    "card_lorebook": {"en": "Lorebook: {count} entries", "zh": "世界书：{count} 条"},
     "saves_list": {"en": "Saves ({count}):", "zh": "存档（{count} 个）："},
     "saves_none": {"en": "No saves yet. Use /save NAME.", "zh": "还没有存档。使用 /save 名字。"},
     "debug_summary": {"en": "State has read {tokens} tokens ({turns} exchanges since the character's prompt).",
@@ -101,6 +112,27 @@ MESSAGES: dict[str, dict[str, str]] = {
                "zh": "模型：{model}\n设备：{device}\n队列：{queue} 个进行中\n频道：已知 {channels} 个，内存中 {hot} 个\n"
                      "速度：最近一分钟 {tps:.1f} token/秒"},
 }
+
+
+PARAM_HELP_ZH = {
+    "temperature": "随机程度；0 = 总是选最可能的 token（贪心）",
+    "top_p": "核采样：只保留累计概率达到此值的最可能 token",
+    "top_k": "只保留最可能的 k 个 token；0 = 关闭",
+    "min_p": "去掉概率低于 最高概率 × min_p 的 token",
+    "presence_penalty": "本条回复中已用过的 token 减去此值",
+    "frequency_penalty": "本条回复中每用一次 token 减去此值",
+    "penalty_decay": "每生成一个 token，惩罚计数乘以此值",
+    "mirostat_tau": "Mirostat 目标惊讶度（比特）；0 = 关闭",
+    "mirostat_lr": "Mirostat 学习率",
+    "mirostat_lr_decay": "Mirostat 学习率衰减",
+    "max_tokens": "回复的最大 token 数",
+}
+
+
+def param_help(name: str, lang: str) -> str:
+    from bot.engine.sampling import SPECS
+
+    return PARAM_HELP_ZH[name] if lang == "zh" else SPECS[name].help
 
 
 def normalize_lang(code: str | None, default: str = "en") -> str:

@@ -22,8 +22,9 @@ class TerminalChat:
         self.lang = lang
         self.out = out or sys.stdout
 
-    def context(self) -> Context:
-        return Context(key=self.key, user_id="terminal", user_name=self.user_name, is_admin=True, lang=self.lang)
+    async def context(self) -> Context:
+        lang = await self.commands.lang_for(self.key, None, self.lang)
+        return Context(key=self.key, user_id="terminal", user_name=self.user_name, is_admin=True, lang=lang)
 
     async def run(self, character: str | None = None) -> None:
         await self._open(character)
@@ -45,10 +46,11 @@ class TerminalChat:
             await self.handle("/start")
 
     async def handle(self, line: str) -> None:
-        for output in await self.commands.handle(self.context(), line):
-            await self.render(output)
+        ctx = await self.context()
+        for output in await self.commands.handle(ctx, line):
+            await self.render(output, ctx.lang)
 
-    async def render(self, output) -> None:
+    async def render(self, output, lang: str) -> None:
         if isinstance(output, Reply):
             self._print(output.text)
             if output.file:
@@ -57,9 +59,9 @@ class TerminalChat:
         elif isinstance(output, CharacterLine):
             self._print(f"{output.speaker}: {output.text}")
         elif isinstance(output, TurnStream):
-            await self._stream(output)
+            await self._stream(output, lang)
 
-    async def _stream(self, stream: TurnStream) -> None:
+    async def _stream(self, stream: TurnStream, lang: str) -> None:
         self.out.write(f"{stream.speaker}: ")
         self.out.flush()
         shown = ""
@@ -72,13 +74,13 @@ class TerminalChat:
         try:
             result = await stream.result()
         except GenerationCancelled:
-            self._print("\n" + t("reply_cancelled", self.lang))
+            self._print("\n" + t("reply_cancelled", lang))
             return
         except EngineError:
-            self._print("\n" + t("engine_error", self.lang))
+            self._print("\n" + t("engine_error", lang))
             return
         if not result.text:
-            self.out.write(t("empty_reply", self.lang))
+            self.out.write(t("empty_reply", lang))
         self._print("")
 
     def _print(self, text: str) -> None:

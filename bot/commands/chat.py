@@ -4,7 +4,7 @@ from __future__ import annotations
 from bot.commands.base import CharacterLine, Context, Reply, command, first_arg, split_args
 from bot.engine.conversations import ConversationError
 from bot.engine.sampling import PARAM_NAMES, SPECS, ParamError
-from bot.i18n import LANGS, t
+from bot.i18n import LANGS, param_help, t
 
 
 @command("help", aliases=("commands",))
@@ -70,17 +70,17 @@ async def _char_show(cmds, ctx: Context, name: str) -> Reply:
             raise ConversationError("no_character")
         context_line = t("params_context", ctx.lang, used=view.context_tokens, limit=view.max_context,
                          percent=round(100 * view.context_tokens / view.max_context))
-    parts = [f"{card.name}" + (f" by {card.creator}" if card.creator else "")]
+    parts = [f"{card.name}" + (f" ({t('card_by', ctx.lang)} {card.creator})" if card.creator else "")]
     if card.tags:
-        parts.append("Tags: " + ", ".join(card.tags))
-    for label, text in (("Description", card.description), ("Personality", card.personality),
-                        ("Scenario", card.scenario)):
+        parts.append(f"{t('card_tags', ctx.lang)}: " + ", ".join(card.tags))
+    for label, text in (("card_description", card.description), ("card_personality", card.personality),
+                        ("card_scenario", card.scenario)):
         if text:
-            parts.append(f"{label}: {text}")
+            parts.append(f"{t(label, ctx.lang)}: {text}")
     greetings = 1 + len(card.alternate_greetings)
-    parts.append(f"Greetings: {greetings} (use /char use {card.name} N, N = 0..{greetings - 1})")
+    parts.append(t("card_greetings", ctx.lang, count=greetings, name=card.name, high=greetings - 1))
     if card.character_book and card.character_book.entries:
-        parts.append(f"Lorebook: {len(card.character_book.entries)} entries")
+        parts.append(t("card_lorebook", ctx.lang, count=len(card.character_book.entries)))
     if context_line:
         parts.append(context_line)
     return Reply("\n\n".join(parts), ephemeral=True)
@@ -179,7 +179,8 @@ async def _params_show(cmds, ctx: Context) -> Reply:
     for name in PARAM_NAMES:
         mark = "*" if name in view.overrides else " "
         spec = SPECS[name]
-        lines.append(f"{mark} {name} = {getattr(view.params, name)}  ({spec.describe()}; {spec.help})")
+        lines.append(f"{mark} {name} = {getattr(view.params, name)}  ({spec.low:g}..{spec.high:g}; "
+                     f"{param_help(name, ctx.lang)})")
     lines.append(t("params_format", ctx.lang, format=view.chat_format))
     lines.append(t("params_context", ctx.lang, used=view.context_tokens, limit=view.max_context,
                    percent=round(100 * view.context_tokens / view.max_context)))

@@ -9,6 +9,7 @@ same tokens in the same forward calls, so the rebuilt state is the same state.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import hashlib
 import logging
@@ -200,6 +201,7 @@ class Conversations:
             if card is None:
                 raise ConversationError("no_character")
             char_label, user_label = self._labels(ch, card, speaker)
+            reply_speaker = reply_speaker or (ch.settings or {}).get("next_speaker")
             out_speaker = (sanitize_name(reply_speaker, max_chars=self.max_name_chars)
                            if reply_speaker and ch.chat_format == "names" else char_label)
             hot = await self._head_state(ch, card)
@@ -236,6 +238,9 @@ class Conversations:
                             feed_lengths=run_length(result.feed_lengths)),
                 result.state, self.fingerprint, tokens)
             self._remember(ch.id, HotState(position, self.fingerprint, tokens, result.state))
+            if (ch.settings or {}).get("next_speaker"):  # /reply NAME applies to one reply
+                await self.store.update_channel(ch.id, settings={k: v for k, v in ch.settings.items()
+                                                                  if k != "next_speaker"})
             committed.set_result(TurnResult(result.text, record["out_speaker"], position, result.stop_reason))
         except BaseException as exc:  # cancelled or failed: nothing was committed; the channel is unchanged
             if not isinstance(exc, (GenerationCancelled, asyncio.CancelledError)):
@@ -367,19 +372,94 @@ class Conversations:
         ch = await self.channel(key)
         return (ch.settings or {}).get(name, default)
 
+    async def save(self, key: ChannelKey, name: str, limit: int) -> bool:
+        """Store the conversation, character and exact head state under `name`; False when over `limit`."""
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            card = self._card(ch)
+            if card is None or not ch.character:
+                raise ConversationError("nothing_to_save")
+            hot = await self._head_state(ch, card)
+            snapshot = {"channel": {k: getattr(ch, k) for k in SAVED_FIELDS},
+                        "greeting": (ch.settings or {}).get("greeting"),
+                        "turns": [_turn_dict(t) for t in await self.store.turns(ch.id)]}
+            return await self.store.put_save(ch.id, name, snapshot, hot.state, self.fingerprint, hot.tokens, limit)
+
+    async def load(self, key: ChannelKey, name: str) -> str:
+        """Restore a save exactly; returns the character's name."""
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            save = await self.store.get_save(ch.id, name)
+            if save is None:
+                raise ConversationError("unknown_save", name=name)
+            fields = dict(save.snapshot["channel"])
+            card = self.library.get(fields["character"])
+            if card is None:
+                raise ConversationError("save_character_missing", name=name)
+            turns = [_turn_from_dict(t) for t in save.snapshot["turns"]]
+            settings = dict(ch.settings or {})
+            settings["greeting"] = save.snapshot.get("greeting")
+            settings.pop("next_speaker", None)
+            fields["settings"] = settings
+            for k, v in fields.items():
+                setattr(ch, k, v)
+            same_model = save.fingerprint == self.fingerprint
+            initial = None
+            if fields["base_position"] == 0:  # keep /undo exact below the loaded head
+                initial = await self._initial_state(card, self._prompt(ch, card, ch.greeting_index).text)
+            head_state = (await asyncio.to_thread(_unpack, save.header, save.blob)) if same_model else None
+            await self.store.restore(ch.id, fields, turns, head_state, self.fingerprint, save.tokens, initial)
+            self._hot.pop(ch.id, None)
+            if head_state is not None:
+                self._remember(ch.id, HotState(ch.head, self.fingerprint, save.tokens, head_state))
+            return card.name
+
+    async def saves(self, key: ChannelKey) -> list[tuple[str, int, str]]:
+        """(name, turns, created) of each save."""
+        ch = await self.channel(key)
+        return [(s.name, len(s.snapshot["turns"]), s.created.strftime("%Y-%m-%d %H:%M"))
+                for s in await self.store.saves(ch.id)]
+
+    async def delete_save(self, key: ChannelKey, name: str) -> None:
+        ch = await self.channel(key)
+        if not await self.store.delete_save(ch.id, name):
+            raise ConversationError("unknown_save", name=name)
+
+    async def debug(self, key: ChannelKey, last: int) -> dict:
+        """What the state has read: its token count, the last `last` fed tokens, the last turn as fed."""
+        async with await self._locked(key):
+            ch = await self.channel(key)
+            card = self._card(ch)
+            if card is None:
+                raise ConversationError("no_character")
+            hot = await self._head_state(ch, card)
+            turns = await self.store.turns(ch.id, after=max(ch.base_position, ch.head - 64))
+            fed: list[int] = []
+            for t in turns:
+                fed += tokens_from_bytes(t.fed)
+            if len(fed) < last:  # reach back into the character's prompt
+                prompt_tokens = self.tokenizer.encode(self._prompt(ch, card, ch.greeting_index).text)
+                if ch.base_position == 0 and len(turns) == ch.head:
+                    fed = prompt_tokens + fed
+            return {"tokens": hot.tokens, "turns": ch.head - ch.base_position, "tail": fed[-last:] if last else [],
+                    "last_fed": self.tokenizer.decode(tokens_from_bytes(turns[-1].fed)) if turns else None}
+
     async def transcript(self, key: ChannelKey) -> tuple[Channel, list[Turn]]:
         ch = await self.channel(key)
         return ch, await self.store.turns(ch.id)
 
     # ----- states -----------------------------------------------------------------------------------------
-    async def _start(self, ch: Channel, card, greeting_index: int) -> str:
+    def _prompt(self, ch: Channel, card, greeting_index: int):
+        """The character's prompt for this channel: its labels, its user's name, the chosen greeting."""
         from bot.cards import build_prompt
 
         char_label, user_label = self._labels(ch, card)
-        user_name = ch.user_label
-        prompt = build_prompt(card, user=user_name, char_label=char_label, user_label=user_label,
-                              greeting_index=greeting_index, count_tokens=self.tokenizer.count,
-                              max_prompt_tokens=self.max_context // 2)
+        return build_prompt(card, user=ch.user_label, char_label=char_label, user_label=user_label,
+                            greeting_index=greeting_index, count_tokens=self.tokenizer.count,
+                            max_prompt_tokens=self.max_context // 2)
+
+    async def _start(self, ch: Channel, card, greeting_index: int) -> str:
+        prompt = self._prompt(ch, card, greeting_index)
         state, tokens = await self._initial_state(card, prompt.text)
         settings = dict(ch.settings or {})
         settings["greeting"] = prompt.greeting
@@ -461,12 +541,7 @@ class Conversations:
         return await self._rebuild(ch, card, ch.head)
 
     async def _rebased_state(self, ch: Channel, card, position: int) -> HotState:
-        from bot.cards import build_prompt
-
-        char_label, user_label = self._labels(ch, card)
-        prompt = build_prompt(card, user=ch.user_label, char_label=char_label, user_label=user_label,
-                              greeting_index=ch.greeting_index, count_tokens=self.tokenizer.count,
-                              max_prompt_tokens=self.max_context // 2)
+        prompt = self._prompt(ch, card, ch.greeting_index)
         state, tokens = await self._initial_state(card, prompt.text)
         turns = await self.store.turns(ch.id, upto=position)
         budget = self.max_context // 2 - tokens
@@ -536,6 +611,25 @@ class _Held:
 
     async def __aexit__(self, *exc):
         self.lock.release()
+
+
+SAVED_FIELDS = ("character", "greeting_index", "user_label", "params", "chat_format", "head", "base_position")
+
+
+def _turn_dict(t: Turn) -> dict:
+    return {"position": t.position, "kind": t.kind, "in_speaker": t.in_speaker, "in_text": t.in_text,
+            "out_speaker": t.out_speaker, "out_text": t.out_text, "fed": base64.b64encode(t.fed).decode(),
+            "prompt_len": t.prompt_len, "feed_lengths": t.feed_lengths}
+
+
+def _turn_from_dict(d: dict) -> dict:
+    return dict(d, fed=base64.b64decode(d["fed"]))
+
+
+def _unpack(header, blob):
+    from bot.engine.store import unpack_state
+
+    return unpack_state(header, blob)
 
 
 def _hash(text: str) -> str:

@@ -362,6 +362,54 @@ class Store:
                 s.add(InitialState(prompt_hash=prompt_hash, fingerprint=fingerprint, character=character,
                                    tokens=tokens, header=packed.header, blob=packed.blob))
 
+    # -- named saves
+    async def saves(self, channel_id: int) -> list[Save]:
+        async with self.sessions() as s:
+            return list((await s.execute(select(Save).where(Save.channel_id == channel_id)
+                                         .order_by(Save.created))).scalars())
+
+    async def get_save(self, channel_id: int, name: str) -> Save | None:
+        async with self.sessions() as s:
+            return (await s.execute(select(Save).where(Save.channel_id == channel_id, Save.name == name))
+                    ).scalar_one_or_none()
+
+    async def put_save(self, channel_id: int, name: str, snapshot: dict, state: State, fingerprint: str,
+                       tokens: int, limit: int) -> bool:
+        """Create or overwrite a save; False when the channel already has `limit` others."""
+        packed = await asyncio.to_thread(pack_state, state)
+        async with self.sessions.begin() as s:
+            await s.execute(delete(Save).where(Save.channel_id == channel_id, Save.name == name))
+            count = (await s.execute(select(func.count()).select_from(Save)
+                                     .where(Save.channel_id == channel_id))).scalar_one()
+            if count >= limit:
+                return False
+            s.add(Save(channel_id=channel_id, name=name, snapshot=snapshot, fingerprint=fingerprint, tokens=tokens,
+                       header=packed.header, blob=packed.blob))
+            return True
+
+    async def delete_save(self, channel_id: int, name: str) -> bool:
+        async with self.sessions.begin() as s:
+            result = await s.execute(delete(Save).where(Save.channel_id == channel_id, Save.name == name))
+            return result.rowcount > 0
+
+    async def restore(self, channel_id: int, fields: dict, turns: list[dict], head_state: State | None,
+                      fingerprint: str, tokens: int, initial: tuple[State, int] | None) -> None:
+        """Replace a channel's turns and states with a save's, atomically."""
+        packed = await asyncio.to_thread(pack_state, head_state) if head_state is not None else None
+        packed_initial = await asyncio.to_thread(pack_state, initial[0]) if initial else None
+        async with self.sessions.begin() as s:
+            await s.execute(delete(Turn).where(Turn.channel_id == channel_id))
+            await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id))
+            for t in turns:
+                s.add(Turn(channel_id=channel_id, **t))
+            if packed_initial is not None:
+                s.add(StateRow(channel_id=channel_id, position=0, fingerprint=fingerprint, pinned=True,
+                               tokens=initial[1], header=packed_initial.header, blob=packed_initial.blob))
+            if packed is not None and not (packed_initial is not None and fields["head"] == 0):
+                s.add(StateRow(channel_id=channel_id, position=fields["head"], fingerprint=fingerprint,
+                               pinned=True, tokens=tokens, header=packed.header, blob=packed.blob))
+            await s.execute(update(Channel).where(Channel.id == channel_id).values(updated=utcnow(), **fields))
+
     # -- integrity
     async def check(self) -> list[str]:
         """Problems found (empty = consistent): SQLite's own check, then our invariants."""
