@@ -279,25 +279,33 @@ class BatchSampler:
             pos = torch.arange(V, device=dev).unsqueeze(0)
             probs = torch.softmax(sorted_logits, dim=-1)  # descending
             zero = torch.zeros((), device=dev)
-            # Mirostat: keep the tokens before the first one whose surprise exceeds mu (at least one).
-            surp = -torch.log2(probs)
-            keep = (surp <= mu).sum(dim=1, keepdim=True).clamp(min=1)
-            miro_probs = torch.softmax(torch.where(pos < keep, sorted_logits, -float("inf")), dim=-1)
-            # Nucleus (PIPELINE): drop tokens less likely than the one where the running total reaches top_p.
-            cut = torch.searchsorted(torch.cumsum(probs, dim=-1), top_p, right=False).clamp(max=V - 1)
-            nuc_probs = torch.where(probs < probs.gather(1, cut), zero, probs)
-            kept = torch.where(is_miro > 0, miro_probs, nuc_probs)
-            kept = torch.where((top_k > 0) & (pos >= top_k), zero, kept)
-            kept = torch.where((min_p > 0) & (kept < kept[:, :1] * min_p), zero, kept)
-            kept = kept / kept[:, :1]  # the top token is always kept: scale it to 1 so the power cannot underflow
-            kept = torch.where(temperature != 1.0, kept ** (1.0 / temperature), kept)
+            any_miro, all_miro = bool(miro), len(miro) == len(sub)
+            if any_miro:
+                # Mirostat: keep the tokens before the first one whose surprise -log2(p) exceeds mu (at least one);
+                # renormalising the kept probabilities equals the reference's softmax over the kept logits.
+                keep = (probs >= torch.exp2(-mu)).sum(dim=1, keepdim=True).clamp(min=1)
+                miro_probs = torch.where(pos < keep, probs, zero)
+            if not all_miro:
+                # Nucleus (PIPELINE): drop tokens less likely than the one where the running total reaches top_p.
+                cut = torch.searchsorted(torch.cumsum(probs, dim=-1), top_p, right=False).clamp(max=V - 1)
+                nuc_probs = torch.where(probs < probs.gather(1, cut), zero, probs)
+            kept = miro_probs if all_miro else nuc_probs if not any_miro else torch.where(is_miro > 0, miro_probs,
+                                                                                          nuc_probs)
+            if any(samplers[i].params.top_k > 0 for i in sub):
+                kept = torch.where((top_k > 0) & (pos >= top_k), zero, kept)
+            if any(samplers[i].params.min_p > 0 for i in sub):
+                kept = torch.where((min_p > 0) & (kept < kept[:, :1] * min_p), zero, kept)
+            if any(samplers[i].params.temperature != 1.0 for i in sub):
+                kept = kept / kept[:, :1]  # the top token is always kept: scale it to 1 so the power can't underflow
+                kept = torch.where(temperature != 1.0, kept ** (1.0 / temperature), kept)
             pick = torch.multinomial(kept, 1, generator=self.generator)  # multinomial normalises itself
             chosen = sorted_ids.gather(1, pick).squeeze(1)
+            chosen_surprise = -torch.log2(probs.gather(1, pick).squeeze(1))
             if rows is None:
-                tokens, surprise = chosen, surp.gather(1, pick).squeeze(1)
+                tokens, surprise = chosen, chosen_surprise
             else:
                 tokens[rows] = chosen
-                surprise[rows] = surp.gather(1, pick).squeeze(1)
+                surprise[rows] = chosen_surprise
         # One transfer back: tokens and the surprise of each drawn token (for Mirostat's update).
         both = torch.stack([tokens.double(), surprise.double()]).cpu()
         out = [int(t) for t in both[0].tolist()]

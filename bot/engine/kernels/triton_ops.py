@@ -23,6 +23,9 @@ import triton.language as tl
 from bot.engine.rwkv7 import DECAY_SCALE, GN_EPS, Packed
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Launch shapes of the prefill recurrence (value rows per program, warps); bot.engine.kernels.tune measures them.
+PREFILL_BV = int(os.environ.get("RWKV_BOT_PREFILL_BV", "16"))
+PREFILL_WARPS = int(os.environ.get("RWKV_BOT_PREFILL_WARPS", "2"))
 
 
 @triton.jit
@@ -186,115 +189,51 @@ def _shift_mix_kernel(xx_ptr, pool_ptr, rows_ptr, src_ptr, maa_ptr, out_ptr, T, 
 
 
 @triton.jit
-def _v7_inputs(t, end, rkv_ptr, lora_ptr, vf_ptr, TC, C, h, i, j, w0, a0, k_k, k_a, v0, decay_scale,
-               LAYER0: tl.constexpr, N: tl.constexpr):
-    """One token's recurrence inputs from the raw products (RWKV-7): r, decay w, k, v, a = -kk, b = kk * rate.
-    A token past `end` gives the identity step (w = 1, everything else 0)."""
-    valid = t < end
-    base = t.to(tl.int64) * C + h * N
-    mj = (j < N) & valid
-    mi = (i < N) & valid
-    r = tl.load(rkv_ptr + base + j, mask=mj, other=0.0).to(tl.float32)
-    k = tl.load(rkv_ptr + TC + base + j, mask=mj, other=0.0).to(tl.float32)
-    w_l = tl.load(lora_ptr + TC + base + j, mask=mj, other=0.0).to(tl.float32)
-    a_l = tl.load(lora_ptr + 2 * TC + base + j, mask=mj, other=0.0).to(tl.float32)
-    v = tl.load(rkv_ptr + 2 * TC + base + i, mask=mi, other=0.0).to(tl.float32)
-    w = tl.where(valid, tl.exp(-decay_scale * _sigmoid(w0 + w_l)), 1.0)
-    rate = _sigmoid(a0 + a_l)
-    kk = k * k_k
-    kk = kk / tl.maximum(tl.sqrt(tl.sum(kk * kk, axis=0)), 1e-12)
-    k = k * (1.0 + (rate - 1.0) * k_a)
-    if LAYER0:
-        tl.store(vf_ptr + base + i, v, mask=mi)
-    else:
-        vf = tl.load(vf_ptr + base + i, mask=mi, other=0.0)
-        v_l = tl.load(lora_ptr + base + i, mask=mi, other=0.0).to(tl.float32)
-        v = v + (vf - v) * _sigmoid(v0 + v_l)
-    return r, w, k, v, -kk, kk * rate
-
-
-@triton.jit
-def _v7_step(S, t, end, y_ptr, C, h, i, r, w, k, v, a, b, N: tl.constexpr):
-    sa = tl.sum(S * a[None, :], axis=1)
-    S = S * w[None, :] + sa[:, None] * b[None, :] + v[:, None] * k[None, :]
-    y = tl.sum(S * r[None, :], axis=1)
-    tl.store(y_ptr + t.to(tl.int64) * C + h * N + i, y, mask=(i < N) & (t < end))
-    return S
-
-
-@triton.jit
-def _v7_block(S, t, end, rkv_ptr, lora_ptr, vf_ptr, y_ptr, TC, C, h, i, j, w0, a0, k_k, k_a, v0, decay_scale,
-              LAYER0: tl.constexpr, N: tl.constexpr):
-    """Four tokens: all their loads issued before the first recurrence step, so memory latency is paid once."""
-    r0, w0_, k0, v0_, a0_, b0 = _v7_inputs(t, end, rkv_ptr, lora_ptr, vf_ptr, TC, C, h, i, j, w0, a0, k_k, k_a, v0,
-                                           decay_scale, LAYER0, N)
-    r1, w1, k1, v1, a1, b1 = _v7_inputs(t + 1, end, rkv_ptr, lora_ptr, vf_ptr, TC, C, h, i, j, w0, a0, k_k, k_a,
-                                        v0, decay_scale, LAYER0, N)
-    r2, w2, k2, v2, a2, b2 = _v7_inputs(t + 2, end, rkv_ptr, lora_ptr, vf_ptr, TC, C, h, i, j, w0, a0, k_k, k_a,
-                                        v0, decay_scale, LAYER0, N)
-    r3, w3, k3, v3, a3, b3 = _v7_inputs(t + 3, end, rkv_ptr, lora_ptr, vf_ptr, TC, C, h, i, j, w0, a0, k_k, k_a,
-                                        v0, decay_scale, LAYER0, N)
-    S = _v7_step(S, t, end, y_ptr, C, h, i, r0, w0_, k0, v0_, a0_, b0, N)
-    S = _v7_step(S, t + 1, end, y_ptr, C, h, i, r1, w1, k1, v1, a1, b1, N)
-    S = _v7_step(S, t + 2, end, y_ptr, C, h, i, r2, w2, k2, v2, a2, b2, N)
-    S = _v7_step(S, t + 3, end, y_ptr, C, h, i, r3, w3, k3, v3, a3, b3, N)
-    return S
-
-
-@triton.jit
-def _wkv7_prefill_kernel(rkv_ptr, lora_ptr, vf_ptr, y_ptr, state_ptr, rows_ptr, starts_ptr, lens_ptr,
-                         w0_ptr, a0_ptr, v0_ptr, kk_ptr, ka_ptr, TC, C, decay_scale,
-                         LAYER0: tl.constexpr, N: tl.constexpr, BV: tl.constexpr, INTERPRET: tl.constexpr):
-    """RWKV-7 recurrence over packed sequences, its inputs computed from the raw products on the fly. One
-    program per (sequence, head, block of BV value rows); y (T, C) float32 is the raw recurrence output."""
-    s = tl.program_id(0)
+def _wkv7_prep_kernel(rkv_ptr, lora_ptr, vf_ptr, out_ptr, w0_ptr, a0_ptr, v0_ptr, kk_ptr, ka_ptr, TC, C,
+                      decay_scale, LAYER0: tl.constexpr, N: tl.constexpr):
+    """Per (token, head): the recurrence inputs from the raw products (RWKV-7), into out (6, T, C) float32 as
+    r, w (decay factor), k, v, a = -kk, b = kk * rate. Layer 0 stores v_first."""
+    t = tl.program_id(0)
     h = tl.program_id(1)
-    i = tl.program_id(2) * BV + tl.arange(0, BV)
-    j = tl.arange(0, N)
-    row = tl.load(rows_ptr + s).to(tl.int64)
-    start = tl.load(starts_ptr + s)
-    end = start + tl.load(lens_ptr + s)
-    cj = h * N + j
-    w0 = tl.load(w0_ptr + cj)
-    a0 = tl.load(a0_ptr + cj)
-    k_k = tl.load(kk_ptr + cj)
-    k_a = tl.load(ka_ptr + cj)
-    v0 = tl.load(v0_ptr + h * N + i)
-    sp = state_ptr + row * (C * N) + h * (N * N) + i[:, None] * N + j[None, :]
-    S = tl.load(sp)
-    if INTERPRET:
-        t = start
-        while t < end:
-            S = _v7_block(S, t, end, rkv_ptr, lora_ptr, vf_ptr, y_ptr, TC, C, h, i, j, w0, a0, k_k, k_a, v0,
-                          decay_scale, LAYER0, N)
-            t += 4
+    c = h * N + tl.arange(0, N)
+    base = t.to(tl.int64) * C
+    r = tl.load(rkv_ptr + base + c).to(tl.float32)
+    k = tl.load(rkv_ptr + TC + base + c).to(tl.float32)
+    v = tl.load(rkv_ptr + 2 * TC + base + c).to(tl.float32)
+    w_l = tl.load(lora_ptr + TC + base + c).to(tl.float32)
+    a_l = tl.load(lora_ptr + 2 * TC + base + c).to(tl.float32)
+    w = tl.exp(-decay_scale * _sigmoid(tl.load(w0_ptr + c) + w_l))
+    rate = _sigmoid(tl.load(a0_ptr + c) + a_l)
+    kk = k * tl.load(kk_ptr + c)
+    kk = kk / tl.maximum(tl.sqrt(tl.sum(kk * kk, axis=0)), 1e-12)
+    k = k * (1.0 + (rate - 1.0) * tl.load(ka_ptr + c))
+    if LAYER0:
+        tl.store(vf_ptr + base + c, v)
     else:
-        for t in range(start, end, 4):
-            S = _v7_block(S, t, end, rkv_ptr, lora_ptr, vf_ptr, y_ptr, TC, C, h, i, j, w0, a0, k_k, k_a, v0,
-                          decay_scale, LAYER0, N)
-    tl.store(sp, S)
+        vf = tl.load(vf_ptr + base + c)
+        v_l = tl.load(lora_ptr + base + c).to(tl.float32)
+        v = v + (vf - v) * _sigmoid(tl.load(v0_ptr + c) + v_l)
+    tl.store(out_ptr + base + c, r)
+    tl.store(out_ptr + TC + base + c, w)
+    tl.store(out_ptr + 2 * TC + base + c, k)
+    tl.store(out_ptr + 3 * TC + base + c, v)
+    tl.store(out_ptr + 4 * TC + base + c, -kk)
+    tl.store(out_ptr + 5 * TC + base + c, kk * rate)
 
 
 @triton.jit
-def _wkv7_post_kernel(y_ptr, rkv_ptr, lora_ptr, vf_ptr, out_ptr, a0_ptr, ka_ptr, v0_ptr, rk_ptr, lnw_ptr, lnb_ptr,
-                      TC, C, eps, LAYER0: tl.constexpr, N: tl.constexpr):
+def _wkv7_post_kernel(y_ptr, prep_ptr, lora_ptr, out_ptr, rk_ptr, lnw_ptr, lnb_ptr, TC, C, eps,
+                      N: tl.constexpr):
     """Per (token, head): group norm of the recurrence output, the r.k bonus and the gate -> out (T, C)."""
     t = tl.program_id(0)
     h = tl.program_id(1)
     c = h * N + tl.arange(0, N)
     base = t.to(tl.int64) * C
     y = tl.load(y_ptr + base + c)
-    r = tl.load(rkv_ptr + base + c).to(tl.float32)
-    k = tl.load(rkv_ptr + TC + base + c).to(tl.float32)
-    v = tl.load(rkv_ptr + 2 * TC + base + c).to(tl.float32)
-    a_l = tl.load(lora_ptr + 2 * TC + base + c).to(tl.float32)
+    r = tl.load(prep_ptr + base + c)
+    k = tl.load(prep_ptr + 2 * TC + base + c)
+    v = tl.load(prep_ptr + 3 * TC + base + c)
     g = tl.load(lora_ptr + 3 * TC + base + c).to(tl.float32)
-    rate = _sigmoid(tl.load(a0_ptr + c) + a_l)
-    k = k * (1.0 + (rate - 1.0) * tl.load(ka_ptr + c))
-    if not LAYER0:
-        vf = tl.load(vf_ptr + base + c)
-        v_l = tl.load(lora_ptr + base + c).to(tl.float32)
-        v = v + (vf - v) * _sigmoid(tl.load(v0_ptr + c) + v_l)
     mean = tl.sum(y, axis=0) / N
     yc = y - mean
     var = tl.sum(yc * yc, axis=0) / N
@@ -443,19 +382,23 @@ class V7Ops:
 
     @staticmethod
     def wkv7_prefill(layer_id, L, rkv, lora, v_first, kv_pool, packed: Packed, H, out_dtype):
+        """Three launches: inputs (per token and head), the recurrence (per sequence, head and block of value
+        rows), then group norm + bonus + gate (per token and head)."""
         _, T, C = rkv.shape
         N = C // H
         rkv, lora = _c(rkv), _c(lora)
+        prep = torch.empty(6, T, C, dtype=torch.float32, device=rkv.device)
+        _wkv7_prep_kernel[(T, H)](rkv, lora, v_first, prep, L["w0"], L["a0"], L["v0"], L["k_k"], L["k_a"], T * C, C,
+                                  DECAY_SCALE, LAYER0=layer_id == 0, N=N, num_warps=2)
         y = torch.empty(T, C, dtype=torch.float32, device=rkv.device)
-        BV = 16
+        BV = min(PREFILL_BV, N)
         S = packed.rows.shape[0]
-        _wkv7_prefill_kernel[(S, H, N // BV)](rkv, lora, v_first, y, kv_pool, packed.rows, packed.starts,
-                                              packed.lens, L["w0"], L["a0"], L["v0"], L["k_k"], L["k_a"], T * C, C,
-                                              DECAY_SCALE, LAYER0=layer_id == 0, N=N, BV=BV, INTERPRET=INTERPRET,
-                                              num_warps=2)
+        _wkv7_seq_kernel[(S, H, N // BV)](prep[0], prep[1], prep[2], prep[3], prep[4], prep[5], y, kv_pool,
+                                          packed.rows, packed.starts, packed.lens, C, N=N, BV=BV,
+                                          INTERPRET=INTERPRET, num_warps=PREFILL_WARPS)
         out = torch.empty(T, C, dtype=out_dtype, device=rkv.device)
-        _wkv7_post_kernel[(T, H)](y, rkv, lora, v_first, out, L["a0"], L["k_a"], L["v0"], L["r_k"], L["lnx_w"],
-                                  L["lnx_b"], T * C, C, GN_EPS, LAYER0=layer_id == 0, N=N, num_warps=2)
+        _wkv7_post_kernel[(T, H)](y, prep, lora, out, L["r_k"], L["lnx_w"], L["lnx_b"], T * C, C, GN_EPS, N=N,
+                                  num_warps=2)
         return out
 
 class V6Ops:
