@@ -18,6 +18,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--tokens", type=int, default=2000)
+    ap.add_argument("--no-gemm", action="store_true", help="only the prefill recurrence")
     args = ap.parse_args()
     import triton.testing
 
@@ -28,7 +29,7 @@ def main() -> None:
     C, dev, dt = args.dim, "cuda", torch.float16
     bench = lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
     D = max(32, int(round(0.6 * C ** 0.8 / 32)) * 32)
-    for B in (1, 4, 64, 256):
+    for B in () if args.no_gemm else (1, 4, 64, 256):
         for name, G, K, N in (("rkv", 3, C, C), ("lora1", 4, C, D), ("lora2", 4, D, C), ("O", 1, C, C),
                               ("ffnK", 1, C, 4 * C), ("ffnV", 1, 4 * C, C)):
             x = torch.randn(G, B, K, device=dev, dtype=dt)
