@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill-repeats", type=int, default=3)
     p.add_argument("--no-workload", action="store_true", help="skip the bot workload")
     p.add_argument("--no-baseline", action="store_true", help="skip the plain rwkv package")
+    p.add_argument("--baseline-max-channels", type=int, default=16,
+                   help="largest channel count measured on the package (it serves one at a time)")
     p.add_argument("--agreement-sequences", type=int, default=2)
     p.add_argument("--agreement-tokens", type=int, default=300)
     p.add_argument("--profile", metavar="DIR", help="write torch profiler tables of eager steps here")

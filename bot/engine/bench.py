@@ -45,7 +45,6 @@ VOCAB = 65536
 CARD_TOKENS = 2000
 MESSAGE_TOKENS = 60
 REPLY_TOKENS = 128
-BASELINE_MAX_CHANNELS = 16
 
 
 def _log(msg: str) -> None:
@@ -374,6 +373,11 @@ def bench_command(args: argparse.Namespace) -> int:
     _log(f"preset {preset}: RWKV-{version} {layers}x{dim}, {strategy}; generating random weights")
     raw = _make_weights(version, layers, dim, dtype, device)
     engine = BatchedBackend(f"random-{preset}", strategy, max_batch=max(channels), weights=raw)
+    # The engine holds its own copy: keep the checkpoint tensors only for the package, and off the GPU.
+    raw = None if args.no_baseline else {k: v.cpu() for k, v in raw.items()}
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     _log(f"engine ready: kernels={engine.ops.name}, cuda graphs={engine.use_graphs}")
     if args.profile:
         _log("profiling")
@@ -391,19 +395,17 @@ def bench_command(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="rwkv-bench-") as tmp:
             path = Path(tmp) / f"random-{preset}.pth"
             _log(f"writing the checkpoint for the package ({path})")
-            torch.save({k: v.cpu() for k, v in raw.items()}, path)
-            del raw
+            torch.save(raw, path)
+            raw = None
             gc.collect()
             baseline = RwkvPipBackend(path, strategy)
             _log("baseline ready")
             result["baseline_rwkv_pip"] = _measure_backend("rwkv-pip", baseline, device, channels, args,
-                                                           max_channels=BASELINE_MAX_CHANNELS)
+                                                           max_channels=args.baseline_max_channels)
             _log("greedy agreement")
             agreement = greedy_agreement(engine, baseline, args.agreement_sequences, args.agreement_tokens, device)
             result["greedy_agreement"] = agreement["rate"]
             result["greedy_agreement_detail"] = agreement
-    else:
-        del raw
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     print(format_table(result))
