@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Config, ConfigError, load_config
+from bot.logs import setup_logging
 
 log = logging.getLogger("bot")
 
@@ -33,20 +34,12 @@ class App:
     library: object
     conversations: object
     commands: object
+    metrics: object
 
     async def close(self) -> None:
         await self.engine.close()
         await self.store.close()
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("httpx", "aiosqlite", "alembic", "discord.gateway", "discord.client"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.metrics.close()
 
 
 def _model_path(config: Config) -> str:
@@ -110,8 +103,13 @@ async def build_app(config: Config, backend=None) -> App:
     from bot.engine.tokenizer import world_tokenizer
     from bot.library import Library
 
+    from bot.metrics import Metrics
+
     backend = backend or await asyncio.to_thread(load_backend, config)
-    engine = Engine(backend, world_tokenizer(), chunk_len=config.model.chunk_len, max_batch=config.model.max_batch)
+    metrics = Metrics(config.metrics.port)
+    engine = Engine(backend, world_tokenizer(), chunk_len=config.model.chunk_len, max_batch=config.model.max_batch,
+                    metrics=metrics)
+    metrics.track_queue(engine.queue_depth)
     await engine.start()
     store = Store(config.database.url, snapshots=config.database.snapshots)
     await store.open()
@@ -122,9 +120,11 @@ async def build_app(config: Config, backend=None) -> App:
         engine, store, library, sampling_defaults=config.sampling_defaults,
         max_context_tokens=config.model.max_context_tokens, hot_states=config.database.hot_states,
         max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
-        channel_queue=config.limits.channel_queue, state_id=state_id)
-    commands = Commands(conversations, library, max_saves=config.limits.max_saves)
-    app = App(config, engine, store, library, conversations, commands)
+        channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id)
+    commands = Commands(conversations, library, max_saves=config.limits.max_saves, metrics=metrics,
+                        user_per_minute=config.limits.user_messages_per_minute,
+                        channel_per_minute=config.limits.channel_messages_per_minute)
+    app = App(config, engine, store, library, conversations, commands, metrics)
     commands.status = lambda: status_of(app)
     return app
 
@@ -195,7 +195,7 @@ def _start(args: argparse.Namespace, terminal: bool) -> int:
     config = _load(args)
     if config is None:
         return 2
-    setup_logging()
+    setup_logging(secrets=[config.telegram.token, config.discord.token])
     from bot.engine.model import ModelError
 
     try:

@@ -66,6 +66,8 @@ def write_config(directory: Path, model: Path, *, db: str | None = None, backend
         "model": {"path": str(model), "strategy": "cpu fp32", "backend": backend, "chunk_len": 64},
         "database": {"url": db or f"sqlite+aiosqlite:///{directory / 'bot.db'}"},
         "characters": {"dir": str(CHARACTERS), "default": "Mira"},
+        # Tests send fast on purpose; flood control has its own tests.
+        "limits": {"user_messages_per_minute": 1_000_000, "channel_messages_per_minute": 1_000_000},
     }
     for dotted, value in (settings or {}).items():
         section, key = dotted.split(".")

@@ -3,23 +3,39 @@ from __future__ import annotations
 
 import logging
 
+from bot.commands.flood import RateLimiter
 from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command
 from bot.engine.conversations import Busy, ConversationError, Conversations
 from bot.engine.sampling import ParamError
 from bot.i18n import normalize_lang, t
+from bot.logs import current_channel
 
 log = logging.getLogger(__name__)
 
 
 class Commands:
-    def __init__(self, conversations: Conversations, library, *, status=None, max_saves: int = 20):
+    def __init__(self, conversations: Conversations, library, *, status=None, max_saves: int = 20,
+                 user_per_minute: float = 30, channel_per_minute: float = 60, metrics=None):
+        from bot.metrics import NO_METRICS
+
         self.conversations = conversations
         self.library = library
         self.status = status  # callable -> dict for /status (the app provides it)
         self.max_saves = max_saves
+        self.user_limiter = RateLimiter(user_per_minute)
+        self.channel_limiter = RateLimiter(channel_per_minute)
+        self.busy_notices = RateLimiter(60, notice_every=10.0)  # only its notice cooldown is used
+        self.metrics = metrics or NO_METRICS
 
     async def handle(self, ctx: Context, text: str) -> list[Output]:
         """A message from a user: a command, or a line said to the channel's character."""
+        current_channel.set(str(ctx.key))
+        if ctx.flood_control and not self._allowed(ctx):
+            self.metrics.error("rate_limited")
+            log.info("channel %s: message from %s dropped: rate limit", ctx.key, ctx.user_id)
+            if self.user_limiter.should_notice((ctx.key.platform, ctx.user_id)):
+                return [Reply(t("rate_limited", ctx.lang), ephemeral=True)]
+            return []
         parsed = parse_command(text)
         if parsed is None:
             return await self._guarded(ctx, "chat", self._chat(ctx, text))
@@ -30,6 +46,9 @@ class Commands:
             log.info("channel %s: /%s refused: %s is not an admin", ctx.key, spec.name, ctx.user_id)
             return [Reply(t("not_admin", ctx.lang), ephemeral=True)]
         return await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
+
+    def _allowed(self, ctx: Context) -> bool:
+        return self.user_limiter.allow((ctx.key.platform, ctx.user_id)) and self.channel_limiter.allow(ctx.key)
 
     async def lang_for(self, key, platform_code: str | None, default: str = "en") -> str:
         """The language to answer in: the chat's /lang setting, else the user's platform language, else default."""
@@ -60,8 +79,11 @@ class Commands:
         try:
             return await work
         except Busy:
+            self.metrics.error("busy")
             log.info("channel %s: %s refused: busy", ctx.key, what)
-            return [Reply(t("busy", ctx.lang), ephemeral=True)]
+            if self.busy_notices.should_notice(ctx.key):
+                return [Reply(t("busy", ctx.lang), ephemeral=True)]
+            return []
         except ConversationError as exc:
             log.info("channel %s: %s refused: %s", ctx.key, what, exc.key)
             return [Reply(t(exc.key, ctx.lang, **exc.args_), ephemeral=True)]

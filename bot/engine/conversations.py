@@ -105,7 +105,7 @@ class ChannelView:
 class Conversations:
     def __init__(self, engine: Engine, store: Store, library, *, sampling_defaults: SamplingParams | None = None,
                  max_context_tokens: int = 0, hot_states: int = 256, max_message_chars: int = 4000,
-                 max_name_chars: int = 32, channel_queue: int = 3, state_id: str = ""):
+                 max_name_chars: int = 32, channel_queue: int = 3, global_queue: int = 1000, state_id: str = ""):
         self.engine = engine
         self.store = store
         self.library = library
@@ -115,6 +115,7 @@ class Conversations:
         self.max_message_chars = max_message_chars
         self.max_name_chars = max_name_chars
         self.channel_queue = channel_queue
+        self.global_queue = global_queue
         # A state is valid for one model, numeric format and initial state (state-tuning file).
         self.fingerprint = hashlib.sha256(f"{engine.info.fingerprint}|{state_id}".encode()).hexdigest()[:32]
         self._hot: collections.OrderedDict[int, HotState] = collections.OrderedDict()
@@ -579,6 +580,8 @@ class Conversations:
             raise ConversationError("shutting_down")
         lock = self._locks.setdefault(key, asyncio.Lock())
         if lock.locked() and self._waiting[key] >= self.channel_queue:
+            raise Busy("busy")
+        if self._waiting.total() + len(self._tasks) >= self.global_queue:
             raise Busy("busy")
         self._waiting[key] += 1
         try:

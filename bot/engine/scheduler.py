@@ -71,6 +71,9 @@ class _Job:
     done: asyncio.Future | None = None
     enqueued_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    prompt_chunks: list = field(default_factory=list)  # what the job started with: a retry starts over
+    seed: int = 0
+    attempts: int = 0
 
 
 class Generation:
@@ -108,11 +111,16 @@ class Generation:
 
 class Engine:
     def __init__(self, backend: Backend, tokenizer: WorldTokenizer, *, chunk_len: int = 256, max_batch: int = 64,
-                 seed: int | None = None):
+                 seed: int | None = None, metrics=None):
+        from bot.metrics import NO_METRICS
+
         self.backend = backend
         self.tokenizer = tokenizer
         self.chunk_len = chunk_len
         self.max_batch = max_batch
+        self.batch_limit = max_batch  # lowered after an out-of-memory step, raised again as steps succeed
+        self._good_steps = 0
+        self.metrics = metrics or NO_METRICS
         self._rng = random.Random(seed)
         self._pending: collections.deque[_Job] = collections.deque()
         self._active: list[_Job] = []
@@ -148,8 +156,10 @@ class Engine:
     def generate(self, state: State, prompt: Sequence[int], params: SamplingParams, *, channel: str = "",
                  seed: int | None = None) -> Generation:
         """Feed `prompt` after `state`, then sample a reply until the turn end or `params.max_tokens`."""
-        generator = torch.Generator().manual_seed(seed if seed is not None else self._rng.getrandbits(63))
-        job = self._new_job(channel, state, self._split(prompt), ReplySampler(params, generator), params.max_tokens)
+        seed = seed if seed is not None else self._rng.getrandbits(63)
+        job = self._new_job(channel, state, self._split(prompt), ReplySampler(params, torch.Generator().manual_seed(seed)),
+                            params.max_tokens)
+        job.seed = seed
         return Generation(self, job)
 
     async def feed(self, state: State, chunks: Sequence[Sequence[int]] | None = None, *, tokens: Sequence[int] = (),
@@ -177,7 +187,8 @@ class Engine:
     def _new_job(self, channel, state, chunks, sampler, max_tokens) -> _Job:
         if self._task is None:
             raise RuntimeError("engine not started")
-        job = _Job(channel=channel, state=state, chunks=chunks, sampler=sampler, max_tokens=max_tokens)
+        job = _Job(channel=channel, state=state, chunks=chunks, sampler=sampler, max_tokens=max_tokens,
+                   prompt_chunks=list(chunks))
         job.done = asyncio.get_running_loop().create_future()
         if not chunks:
             if sampler is not None:
@@ -215,7 +226,7 @@ class Engine:
                 await self._wake.wait()
                 continue
             admitted = []
-            while self._pending and self._free_slots:
+            while self._pending and self._free_slots and len(self._active) < self.batch_limit:
                 job = self._pending.popleft()
                 job.slot = self._free_slots.pop()
                 admitted.append(job)
@@ -227,15 +238,10 @@ class Engine:
             rows = [(job.slot, job.chunks.popleft()) for job in stepping]
             try:
                 outcome = await loop.run_in_executor(self._executor, self._step, admitted, rows, stepping, dropped)
-            except Exception as exc:  # a model failure: fail the jobs of this step, keep serving
-                log.error("engine step failed for %d rows: %s: %s", len(rows), exc.__class__.__name__, exc)
-                failed = stepping + dropped
-                await loop.run_in_executor(self._executor, self._release_all, failed)
-                self._active = [j for j in self._active if j not in failed]
-                for job in failed:
-                    self._free_slots.append(job.slot)
-                    self._finish(job, EngineError("the model failed on this reply; please try again"))
+            except Exception as exc:  # a model failure: retry these jobs once (smaller batch after OOM)
+                await self._recover(loop, exc, stepping, dropped)
                 continue
+            self._step_succeeded()
             for job in dropped:
                 self._free_slots.append(job.slot)
                 self._finish(job, GenerationCancelled())
@@ -278,6 +284,44 @@ class Engine:
         logits = logits.float().cpu()
         return [job.sampler.sample(logits[k], banned[k], texts[k]) for k, job in enumerate(jobs)]
 
+    async def _recover(self, loop, exc: Exception, stepping: list[_Job], dropped: list[_Job]) -> None:
+        """The step failed: every job in it starts over from its start state once; a second failure is final."""
+        oom = _is_out_of_memory(exc)
+        kind = "out_of_memory" if oom else "model_error"
+        log.error("engine step failed for %d rows (%s): %s: %s", len(stepping), kind, exc.__class__.__name__, exc)
+        self.metrics.error(kind)
+        if oom:
+            self.batch_limit = max(1, len(stepping) // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        failed = stepping + dropped
+        await loop.run_in_executor(self._executor, self._release_all, failed)
+        self._active = [j for j in self._active if j not in failed]
+        for job in reversed(failed):
+            self._free_slots.append(job.slot)
+            if job.cancelled:
+                self._finish(job, GenerationCancelled())
+            elif job.attempts >= 1:
+                self._finish(job, EngineError("the model failed on this reply; please try again"))
+            else:
+                self._restart(job)
+                self._pending.appendleft(job)
+
+    def _restart(self, job: _Job) -> None:
+        """Back to the start: same prompt, same seed, so a retried reply is the reply it would have been."""
+        job.attempts += 1
+        job.chunks = collections.deque(job.prompt_chunks)
+        job.fed, job.feed_lengths, job.generated = [], [], []
+        job.reply_bytes, job.stop_reason, job.closing, job.first_sample = b"", "", False, True
+        if job.sampler is not None:
+            job.sampler = ReplySampler(job.sampler.params, torch.Generator().manual_seed(job.seed))
+
+    def _step_succeeded(self) -> None:
+        if self.batch_limit < self.max_batch:
+            self._good_steps += 1
+            if self._good_steps >= 100:  # memory pressure may have been momentary: grow back slowly
+                self.batch_limit, self._good_steps = min(self.max_batch, self.batch_limit * 2), 0
+
     def _release_all(self, jobs) -> None:
         for job in jobs:
             try:
@@ -310,8 +354,10 @@ class Engine:
         job.first_sample = False
         if job.first_token_at is None:
             job.first_token_at = now
+            self.metrics.first_token(now - job.enqueued_at)
         job.generated.append(token)
         self.tokens_generated += 1
+        self.metrics.token()
         self._token_times.append(now)
         piece = self.tokenizer.token_bytes(token)
         job.sampler.observe(token, piece.decode("utf-8", "replace"))
@@ -334,6 +380,11 @@ class Engine:
             job.chunks.append([token])
             job.reply_bytes = combined
         shown = job.reply_bytes[: complete_utf8_prefix(job.reply_bytes)].decode("utf-8", "replace").lstrip()
-        if shown != job.text:
+        # A retried job regrows text the caller has already seen: show nothing until it is past it.
+        if shown != job.text and not job.text.startswith(shown):
             job.text = shown
             job.changed.set()
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
