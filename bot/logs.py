@@ -22,12 +22,18 @@ class _ChannelAndSecrets(logging.Filter):
         if self.secrets:
             message = record.getMessage()
             if any(s in message for s in self.secrets):
-                for secret in self.secrets:
-                    message = message.replace(secret, "[redacted]")
-                record.msg, record.args = message, ()
-            if record.exc_info:  # tracebacks can quote URLs with tokens: keep only the redacted line
-                record.exc_info, record.exc_text = None, None
+                record.msg, record.args = self._redact(message), ()
+            if record.exc_info and not record.exc_text:  # tracebacks quote URLs with tokens in them
+                record.exc_text = self._redact(_FORMATTER.formatException(record.exc_info))
         return True
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+
+_FORMATTER = logging.Formatter()
 
 
 def setup_logging(level: int = logging.INFO, secrets: list[str] | None = None) -> None:
