@@ -81,9 +81,10 @@ def write_config(directory: Path, model: Path, *, db: str | None = None, backend
     return path
 
 
-@pytest.fixture
-def config_file(tmp_path, demo7) -> Path:
-    return write_config(tmp_path, demo7)
+@pytest.fixture(params=["rwkv-pip", "batched"])
+def config_file(request, tmp_path, demo7) -> Path:
+    """Both backends serve every conversation test: the plain package and the batched engine."""
+    return write_config(tmp_path, demo7, backend=request.param)
 
 
 @pytest.fixture
