@@ -15,7 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from bot.engine.sampling import SPECS as SAMPLING_SPECS, ParamError, SamplingParams, parse_param
+from bot.engine.params import SPECS as SAMPLING_SPECS, ParamError, SamplingParams, parse_param
 
 DEFAULT_FILE = "rwkv-bot.toml"
 ENV_PREFIX = "RWKV_BOT_"
@@ -61,11 +61,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "base_url": Key("str", "", "Bot API server (self-hosted servers and tests)"),
         "base_file_url": Key("str", "", "Bot API file server"),
         "admin_ids": Key("list[int]", [], "user ids that count as admins in every chat"),
+        "requests_per_second": Key("float", 30.0, "Bot API requests per second in all (Telegram allows about 30); "
+                                   "0 = no limit (self-hosted servers, load tests)", low=0, high=1_000_000),
+        "group_requests_per_minute": Key("float", 20.0, "requests per minute into one group (Telegram allows about "
+                                         "20); 0 = no limit", low=0, high=1_000_000),
+        "connections": Key("int", 16, "HTTP connections to the Bot API (more = less waiting under load)", low=1,
+                           high=1024),
+        "edit_interval": Key("float", 1.0, "seconds between edits of a streaming reply; longer under load and "
+                             "after Telegram asks to slow down", low=0.01, high=60),
+        "max_card_bytes": Key("int", 20 << 20, "documents larger than this sent to /char import are refused "
+                              "before download", low=1, high=2 << 30),
     },
     "discord": {
         "token": Key("str", "", "bot token; empty = Discord off"),
         "admin_role_ids": Key("list[int]", [], "role ids that count as admins"),
         "dev_guild_id": Key("int", 0, "sync commands to this guild instantly (testing)", low=0, high=2**64),
+        "api_base": Key("str", "", "REST API base incl. version (a proxy or test server); empty = discord.com"),
+        "gateway_url": Key("str", "", "gateway websocket URL (a proxy or test server); empty = Discord's"),
     },
     "ui": {
         "lang": Key("choice", "en", "default language of the bot's own messages", choices=("en", "zh")),

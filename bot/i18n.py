@@ -130,7 +130,7 @@ PARAM_HELP_ZH = {
 
 
 def param_help(name: str, lang: str) -> str:
-    from bot.engine.sampling import SPECS
+    from bot.engine.params import SPECS
 
     return PARAM_HELP_ZH[name] if lang == "zh" else SPECS[name].help
 

@@ -217,3 +217,20 @@ def test_import_of_a_charx_copies_only_the_archive(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "characters").iterdir()) == ["zippy.charx"]
     assert load_card_file(tmp_path / "characters" / "zippy.charx").avatar == icon
+
+
+def test_import_goes_to_the_configured_library_without_importing_torch(tmp_path):
+    library = tmp_path / "my-cards"
+    (tmp_path / "bot.toml").write_text(f'[characters]\ndir = "{library}"\n')
+    shutil.copy(CARDS / "v1.json", tmp_path / "vask.json")
+    code = (
+        "import sys; from bot.cli import main; "
+        f"rc = main(['card', 'import', {str(tmp_path / 'vask.json')!r}, '--config', {str(tmp_path / 'bot.toml')!r}]); "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'rwkv', 'numpy')); "
+        "print('HEAVY', heavy, file=sys.stderr); sys.exit(rc or (1 if heavy else 0))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env(),
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stderr
+    assert (library / "vask.json").read_bytes() == (CARDS / "v1.json").read_bytes()

@@ -16,8 +16,8 @@ from bot.cards.errors import CardError
 from bot.cards.library import carries_own_avatar, load_card_file, scan_directory, sibling_avatar
 from bot.cards.model import Card
 
-# Until the database lands, the library is the directory the bot scans at start.
-LIBRARY_DIR = Path("characters")
+# The bot scans `characters.dir` at start and keeps every card it finds in its database: importing is copying
+# the file there. (The platforms' /char import goes straight into the running bot's library instead.)
 _EXCERPT_CHARS = 300
 
 
@@ -33,10 +33,17 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def import_command(args: argparse.Namespace) -> int:
+    from bot.config import ConfigError, load_config
+
     source = Path(args.file)
     try:
+        library_dir = Path(load_config(getattr(args, "config", None)).characters.dir)
+    except ConfigError as error:
+        print(f"rwkv-bot card: config: {error}", file=sys.stderr)
+        return 2
+    try:
         card = load_card_file(source)
-        copied = import_into(source, card, LIBRARY_DIR)
+        copied = import_into(source, card, library_dir)
     except CardError as error:
         return _refuse(args.file, str(error))
     except Exception as error:  # same contract as show

@@ -18,7 +18,7 @@ from typing import AsyncIterator, Callable
 
 from bot.engine.backend import State, clone_state
 from bot.engine.prompt import reply_cue, sanitize_name, sanitize_text, turn
-from bot.engine.sampling import SamplingParams
+from bot.engine.params import SamplingParams
 from bot.engine.scheduler import Engine, GenerationCancelled, GenerationResult
 from bot.engine.store import (Channel, Store, Turn, expand_runs, run_length, split_by_lengths, tokens_from_bytes,
                               tokens_to_bytes)
