@@ -229,3 +229,15 @@ async def test_conversation_on_postgres(tmp_path, demo7, postgres_url):
     assert "* max_tokens = 16" in (await send(app, "/params"))[0]
     assert await app.store.check() == []
     await app.close()
+
+
+def test_db_commands(tmp_path, demo7):
+    config = write_config(tmp_path, demo7)
+    upgrade = run_cli("db", "upgrade", "--config", str(config))
+    assert upgrade.returncode == 0 and upgrade.stdout.strip() == "database at revision head", upgrade.stderr
+    check = run_cli("db", "check", "--config", str(config))
+    assert check.returncode == 0 and check.stdout.strip() == "database consistent"
+    down = run_cli("db", "downgrade", "--config", str(config), "--revision", "base")
+    assert down.returncode == 0, down.stderr
+    bench = run_cli("db", "bench", "--layers", "2", "--dim", "128", "--repeat", "1")
+    assert bench.returncode == 0 and '"stored_bytes"' in bench.stdout
