@@ -31,30 +31,29 @@ def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
-@pytest.fixture(scope="session")
-def demo7(models_dir) -> Path:
-    """A 2-layer RWKV-7 demo checkpoint written through the CLI."""
-    path = models_dir / "demo7"
-    result = run_cli("demo-model", str(path), "--version", "7", "--layers", "2", "--dim", "128", "--seed", "7")
+def make_demo_model(directory: Path, name: str, version: int, seed: int) -> Path:
+    """A 2-layer x 128 demo checkpoint written through the CLI."""
+    path = directory / name
+    result = run_cli("demo-model", str(path), "--version", str(version), "--layers", "2", "--dim", "128",
+                     "--seed", str(seed))
     assert result.returncode == 0, result.stderr
     return path.with_suffix(".pth")
+
+
+@pytest.fixture(scope="session")
+def demo7(models_dir) -> Path:
+    return make_demo_model(models_dir, "demo7", 7, seed=7)
 
 
 @pytest.fixture(scope="session")
 def demo7_other(models_dir) -> Path:
     """Same shape, other weights: a different model for 'model changed' tests."""
-    path = models_dir / "demo7b"
-    result = run_cli("demo-model", str(path), "--version", "7", "--layers", "2", "--dim", "128", "--seed", "8")
-    assert result.returncode == 0, result.stderr
-    return path.with_suffix(".pth")
+    return make_demo_model(models_dir, "demo7b", 7, seed=8)
 
 
 @pytest.fixture(scope="session")
 def demo6(models_dir) -> Path:
-    path = models_dir / "demo6"
-    result = run_cli("demo-model", str(path), "--version", "6", "--layers", "2", "--dim", "128", "--seed", "6")
-    assert result.returncode == 0, result.stderr
-    return path.with_suffix(".pth")
+    return make_demo_model(models_dir, "demo6", 6, seed=6)
 
 
 def write_config(directory: Path, model: Path, *, db: str | None = None, backend: str = "rwkv-pip",

@@ -26,25 +26,13 @@ def rwkv7_weights(n_layer: int, n_embd: int, vocab: int = 65536, head_size: int 
                   dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> dict[str, torch.Tensor]:
     if n_embd % head_size:
         raise ValueError(f"--dim must be a multiple of {head_size}")
-    gen = torch.Generator(device=device).manual_seed(seed)
     C, H = n_embd, n_embd // head_size
     d_decay, d_aaa = _lora_dim(C, 1.8, 0.5), _lora_dim(C, 1.8, 0.5)
     d_mv, d_gate = _lora_dim(C, 1.3, 0.5), _lora_dim(C, 0.6, 0.8)
-
-    def normal(*shape, std=1.0):
-        return torch.randn(*shape, generator=gen, device=device) * std
-
-    def uniform(*shape, low=0.0, high=1.0):
-        return torch.rand(*shape, generator=gen, device=device) * (high - low) + low
-
-    w: dict[str, torch.Tensor] = {"emb.weight": normal(vocab, C)}
-    w["blocks.0.ln0.weight"] = torch.ones(C, device=device)
-    w["blocks.0.ln0.bias"] = torch.zeros(C, device=device)
+    normal, uniform = _random(seed, device)
+    w = _embedding_and_norms(normal, vocab, C, n_layer, device)
     for i in range(n_layer):
         p = f"blocks.{i}."
-        for ln in ("ln1", "ln2"):
-            w[p + ln + ".weight"] = torch.ones(C, device=device)
-            w[p + ln + ".bias"] = torch.zeros(C, device=device)
         a = p + "att."
         for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
             w[a + name] = uniform(1, 1, C)
@@ -81,25 +69,13 @@ def rwkv6_weights(n_layer: int, n_embd: int, vocab: int = 65536, head_size: int 
                   dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> dict[str, torch.Tensor]:
     if n_embd % head_size:
         raise ValueError(f"--dim must be a multiple of {head_size}")
-    gen = torch.Generator(device=device).manual_seed(seed)
     C, H = n_embd, n_embd // head_size
     d_mix, d_decay = (32, 64) if C < 4096 else (64, 128)
     ffn_dim = int(3.5 * C) // 32 * 32
-
-    def normal(*shape, std=1.0):
-        return torch.randn(*shape, generator=gen, device=device) * std
-
-    def uniform(*shape, low=0.0, high=1.0):
-        return torch.rand(*shape, generator=gen, device=device) * (high - low) + low
-
-    w: dict[str, torch.Tensor] = {"emb.weight": normal(vocab, C)}
-    w["blocks.0.ln0.weight"] = torch.ones(C, device=device)
-    w["blocks.0.ln0.bias"] = torch.zeros(C, device=device)
+    normal, uniform = _random(seed, device)
+    w = _embedding_and_norms(normal, vocab, C, n_layer, device)
     for i in range(n_layer):
         p = f"blocks.{i}."
-        for ln in ("ln1", "ln2"):
-            w[p + ln + ".weight"] = torch.ones(C, device=device)
-            w[p + ln + ".bias"] = torch.zeros(C, device=device)
         a = p + "att."
         # The package detects v6 from time_maa* keys seen before time_faaaa: keep this order.
         for name in ("x", "w", "k", "v", "r", "g"):
@@ -124,6 +100,28 @@ def rwkv6_weights(n_layer: int, n_embd: int, vocab: int = 65536, head_size: int 
     w["ln_out.bias"] = torch.zeros(C, device=device)
     w["head.weight"] = _head(vocab, C, normal)
     return {k: v.to(dtype) for k, v in w.items()}
+
+
+def _random(seed: int, device: str):
+    """normal(*shape, std) and uniform(*shape, low, high) drawing from one seeded generator."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def normal(*shape, std=1.0):
+        return torch.randn(*shape, generator=gen, device=device) * std
+
+    def uniform(*shape, low=0.0, high=1.0):
+        return torch.rand(*shape, generator=gen, device=device) * (high - low) + low
+
+    return normal, uniform
+
+
+def _embedding_and_norms(normal, vocab: int, n_embd: int, n_layer: int, device: str) -> dict[str, torch.Tensor]:
+    """The keys both versions share: embedding, ln0, each block's ln1/ln2 (identity layer norms)."""
+    w = {"emb.weight": normal(vocab, n_embd)}
+    for prefix in ["blocks.0.ln0"] + [f"blocks.{i}.{ln}" for i in range(n_layer) for ln in ("ln1", "ln2")]:
+        w[prefix + ".weight"] = torch.ones(n_embd, device=device)
+        w[prefix + ".bias"] = torch.zeros(n_embd, device=device)
+    return w
 
 
 def _head(vocab: int, n_embd: int, normal) -> torch.Tensor:

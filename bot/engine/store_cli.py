@@ -21,22 +21,21 @@ def _url(args: argparse.Namespace) -> str | None:
 def upgrade_command(args: argparse.Namespace) -> int:
     from bot.engine.store import upgrade_database
 
-    url = _url(args)
-    if url is None:
-        return 2
-    upgrade_database(url, args.revision)
-    print(f"database at revision {args.revision}")
-    return 0
+    return _migrate(args, upgrade_database, "database at revision {}")
 
 
 def downgrade_command(args: argparse.Namespace) -> int:
     from bot.engine.store import downgrade_database
 
+    return _migrate(args, downgrade_database, "database downgraded to {}")
+
+
+def _migrate(args: argparse.Namespace, migrate, done: str) -> int:
     url = _url(args)
     if url is None:
         return 2
-    downgrade_database(url, args.revision)
-    print(f"database downgraded to {args.revision}")
+    migrate(url, args.revision)
+    print(done.format(args.revision))
     return 0
 
 
