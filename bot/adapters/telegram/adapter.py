@@ -1,0 +1,323 @@
+"""The Telegram adapter: a python-telegram-bot 22 `Application` polling for updates, one channel per private chat,
+group and forum topic, replies streamed by editing messages.
+
+Adapters hold no model logic: a message becomes a `Context` and text for `Commands.handle`, and its outputs are
+rendered. PTB hands each update to `_on_message`, which only reads it and starts a task; so one slow chat never
+holds up another, and PTB's own dispatch can stay sequential, which keeps each chat's arrival order exact.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from telegram import BotCommand, ChatMember, Update
+from telegram.error import InvalidToken, TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseHandler, ChatMemberHandler, \
+    ContextTypes, MessageHandler, filters
+
+from bot.commands import CharacterLine, Context, Reply
+from bot.commands.base import Output
+from bot.engine.conversations import TurnStream
+from bot.i18n import t
+
+from bot.adapters.telegram import library_logs
+from bot.adapters.telegram.admins import AdminCheck
+from bot.adapters.telegram.incoming import Incoming, Target, read_message
+from bot.adapters.telegram.ordering import ArrivalOrder, Ticket
+from bot.adapters.telegram.outgoing import DeliveryFailed, Pacer, Sender, brief
+from bot.adapters.telegram.replymode import ALL, reply_mode
+from bot.adapters.telegram.streaming import TurnRenderer
+from bot.adapters.telegram.text import MAX_MESSAGE_CHARS
+
+log = logging.getLogger(__name__)
+library_logs.install()
+
+COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")  # what setMyCommands accepts
+MAX_MENU_COMMANDS = 100
+MENU_LANGUAGES = (("en", None), ("zh", "zh"))  # (our language, Telegram language_code; None = everyone else)
+START_RETRY_MAX = 60.0
+CUT_OFF_SECONDS = 5.0  # after the shutdown wait: time for cut-off replies to say so
+# Bot API timeouts (s). The pool wait is long: under load a request waiting for a free connection is better than
+# one that fails.
+CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT, POOL_TIMEOUT = 10.0, 10.0, 20.0, 30.0
+
+
+class TelegramAdapter:
+    def __init__(self, app, *, message_limit: int = MAX_MESSAGE_CHARS):
+        self.app = app
+        self.settings = app.config.telegram
+        self.pacer = Pacer(self.settings.edit_interval, self.settings.requests_per_second)
+        self.application = self._build_application()
+        self.sender = Sender(self.application.bot, self.pacer, message_limit=message_limit)
+        self.admins = AdminCheck(self.application.bot, self.settings.admin_ids)
+        self.order = ArrivalOrder()
+        self.ready = asyncio.Event()  # polling has started
+        self.messages_done = 0  # messages fully handled: answered (reply final), refused or ignored
+        self.bot_id = 0
+        self.bot_username = ""
+        self._tasks: set[asyncio.Task] = set()
+        self._streams: set[TurnStream] = set()
+        self._cutting_off = False
+
+    # ----- set-up -----------------------------------------------------------------------------------------
+    def _build_application(self) -> Application:
+        s = self.settings
+        # 429s reach our Sender (max_retries=0), which waits them out and slows streaming edits down.
+        limiter = AIORateLimiter(overall_max_rate=s.requests_per_second, group_max_rate=s.group_requests_per_minute,
+                                 max_retries=0)
+        builder = (ApplicationBuilder().token(s.token).rate_limiter(limiter)
+                   .concurrent_updates(False)  # our handler returns at once; the work runs in our own tasks
+                   .connection_pool_size(s.connections).pool_timeout(POOL_TIMEOUT).connect_timeout(CONNECT_TIMEOUT)
+                   .read_timeout(READ_TIMEOUT).write_timeout(WRITE_TIMEOUT))
+        if s.base_url:
+            builder = builder.base_url(s.base_url).base_file_url(s.base_file_url or file_url_for(s.base_url))
+        elif s.base_file_url:
+            builder = builder.base_file_url(s.base_file_url)
+        application = builder.build()
+        for handler in self._handlers():
+            application.add_handler(handler)
+        application.add_error_handler(self._on_error)
+        return application
+
+    def _handlers(self) -> list[BaseHandler]:
+        """What the bot reacts to. Commands are not separate handlers: the command layer parses every text."""
+        return [
+            MessageHandler(filters.UpdateType.MESSAGE & (filters.TEXT | filters.CAPTION), self._on_message),
+            ChatMemberHandler(self._on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
+        ]
+
+    # ----- running ----------------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set, then stop polling, finish the replies in progress and close."""
+        if not await self._start(stop):
+            return
+        try:
+            await stop.wait()
+        finally:
+            await self._stop()
+
+    async def _start(self, stop: asyncio.Event) -> bool:
+        """Start polling; while the Bot API cannot be reached, try again with backoff until `stop`."""
+        delay = 1.0
+        while not stop.is_set():
+            starting = asyncio.create_task(self._start_polling())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                break
+            problem = starting.exception()
+            if problem is None:
+                return True
+            if isinstance(problem, InvalidToken):
+                log.error("telegram: the Bot API refused the token (telegram.token); Telegram stays off")
+                await self._close_quietly()
+                return False
+            if not isinstance(problem, TelegramError):
+                await self._close_quietly()
+                raise problem
+            log.warning("telegram: cannot start (%s: %s); retrying in %gs", type(problem).__name__, brief(problem),
+                        delay)
+            await self._close_quietly()
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(START_RETRY_MAX, delay * 2)
+        await self._close_quietly()
+        return False
+
+    async def _start_polling(self) -> None:
+        await self.application.initialize()  # getMe
+        self.bot_id, self.bot_username = self.application.bot.id, self.application.bot.username
+        await self._publish_commands()
+        await self.application.start()
+        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE, Update.MY_CHAT_MEMBER],
+                                                     error_callback=self._on_polling_error)
+        self.ready.set()
+        log.info("telegram: @%s is polling for updates", self.bot_username)
+
+    async def _stop(self) -> None:
+        await self._close_quietly(stop_polling_only=True)
+        await self._finish_replies(self.app.config.limits.shutdown_seconds)
+        await self._close_quietly()
+        log.info("telegram: stopped")
+
+    async def _close_quietly(self, *, stop_polling_only: bool = False) -> None:
+        """Undo whatever part of the start happened; a platform error here is one log line."""
+        try:
+            if self.application.updater.running:
+                await self.application.updater.stop()
+            if self.application.running:
+                await self.application.stop()  # dispatches updates already fetched (each starts a task)
+            if not stop_polling_only:
+                await self.application.shutdown()
+        except (TelegramError, RuntimeError) as exc:
+            log.warning("telegram: while stopping: %s: %s", type(exc).__name__, exc)
+
+    async def _finish_replies(self, timeout: float) -> None:
+        """Let replies in progress finish within `timeout`; cut off the rest (their channels stay unchanged)."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        if not pending:
+            return
+        log.info("telegram: %d message(s) still in progress at shutdown; cutting their replies off", len(pending))
+        self._cutting_off = True
+        for stream in list(self._streams):
+            stream.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CUT_OFF_SECONDS)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _publish_commands(self) -> None:
+        """The command menu: English by default, Chinese for users whose Telegram is in Chinese."""
+        for lang, language_code in MENU_LANGUAGES:
+            menu = [BotCommand(spec.name, describe_command(spec, lang)) for spec in self.app.commands.commands()
+                    if COMMAND_NAME.fullmatch(spec.name)][:MAX_MENU_COMMANDS]
+            try:
+                await self.sender.call("setMyCommands", lambda: self.application.bot.set_my_commands(
+                    menu, language_code=language_code))
+            except DeliveryFailed as exc:  # the bot works without a menu
+                log.warning("telegram: command menu (%s) not set: %s", lang, exc)
+
+    # ----- updates ----------------------------------------------------------------------------------------
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        incoming = read_message(update.message, self.bot_id, self.bot_username)
+        if incoming is None:
+            self.messages_done += 1
+            return
+        ticket = self.order.ticket(incoming.key)  # before any await: tickets follow arrival
+        task = asyncio.create_task(self._serve(incoming, ticket))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, incoming: Incoming, ticket: Ticket) -> None:
+        """One message, from arrival to its final reply. Handled problems are one log line; a traceback is a bug."""
+        try:
+            outputs, lang = await self._dispatch(incoming, ticket)
+            for output in outputs:
+                await self._render(output, incoming.target, lang)
+        except DeliveryFailed as exc:
+            log.warning("telegram chat %s: answer not delivered: %s (the conversation is kept)",
+                        incoming.target.chat_id, exc)
+        except Exception:
+            log.exception("telegram channel %s: failed to handle a message", incoming.key)
+        finally:
+            ticket.placed()
+            self.messages_done += 1
+
+    async def _dispatch(self, incoming: Incoming, ticket: Ticket) -> tuple[list[Output], str]:
+        """The message's Context, then the command layer, called in the channel's arrival order."""
+        conversations, commands = self.app.conversations, self.app.commands
+        if not incoming.addressed and await reply_mode(conversations, incoming.key) != ALL:
+            return [], ""
+        lang = await commands.lang_for(incoming.key, incoming.language_code, self.app.config.ui.lang)
+        is_admin = await self.admins.is_admin(incoming) if incoming.command else not incoming.is_group
+        attachment = None
+        if incoming.imports_card and is_admin:  # non-admins get the command layer's refusal, and no download
+            attachment, refusal = await self._fetch_card(incoming, lang)
+            if refusal is not None:
+                return [refusal], lang
+        ctx = Context(key=incoming.key, user_id=str(incoming.user_id), user_name=incoming.user_name,
+                      is_admin=is_admin, lang=lang, is_group=incoming.is_group, attachment=attachment)
+        await ticket.wait_turn()
+        handling = asyncio.ensure_future(commands.handle(ctx, incoming.text))
+        # One loop step lets `handle` run up to the core's channel queue (a turn queues there before its first
+        # await); only then may the channel's next message go. Waiting for `handle` to return instead would hold
+        # the next message back until this turn started, and the core could not see (and refuse) a flood.
+        await asyncio.sleep(0)
+        ticket.placed()
+        return await handling, lang
+
+    async def _fetch_card(self, incoming: Incoming, lang: str) -> tuple[tuple[str, bytes] | None, Reply | None]:
+        """The document for /char import: (attachment, None), or (None, a refusal). Sizes are checked before the
+        download, from what Telegram says about the file, and again after it."""
+        document = incoming.document
+        if document is None:
+            return None, None  # the command layer asks for a file
+        limit = self.settings.max_card_bytes
+        if document.file_size and document.file_size > limit:
+            return None, self._card_refusal(lang, f"the file is {size_text(document.file_size)}; "
+                                                  f"the limit is {size_text(limit)}")
+        try:
+            file = await self.sender.call("getFile", document.get_file)
+            data = bytes(await self.sender.call("download", file.download_as_bytearray))
+        except DeliveryFailed as exc:
+            log.warning("telegram chat %s: card download failed: %s", incoming.target.chat_id, exc)
+            return None, self._card_refusal(lang, "the file could not be downloaded from Telegram; send it again")
+        if len(data) > limit:
+            return None, self._card_refusal(lang, f"the file is {size_text(len(data))}; the limit is {size_text(limit)}")
+        return (document.file_name or "card", data), None
+
+    @staticmethod
+    def _card_refusal(lang: str, problem: str) -> Reply:
+        log.info("telegram: /char import refused: %s", problem)
+        return Reply(t("card_error", lang, problem=problem), ephemeral=True)
+
+    async def _render(self, output: Output, target: Target, lang: str) -> None:
+        if isinstance(output, TurnStream):
+            await self._render_stream(output, target, lang)
+        elif isinstance(output, Reply):
+            if output.file:
+                await self.sender.send_file(target, output.file[0], output.file[1], output.text)
+            else:
+                await self.sender.send_long(target, output.text)
+        elif isinstance(output, CharacterLine):
+            await self.sender.send_long(target, output.text)
+
+    async def _render_stream(self, stream: TurnStream, target: Target, lang: str) -> None:
+        self._streams.add(stream)
+        if self._cutting_off:  # a turn that got its start during the shutdown's cut-off
+            stream.cancel()
+        try:
+            await TurnRenderer(self.sender, target, lang).render(stream)
+        finally:
+            self._streams.discard(stream)
+
+    async def _on_membership(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        change = update.my_chat_member
+        status = change.new_chat_member.status
+        if status in (ChatMember.LEFT, ChatMember.BANNED):
+            log.info("telegram chat %s: the bot was removed (%s); its conversation is kept", change.chat.id, status)
+        else:
+            log.info("telegram chat %s: the bot is now %s", change.chat.id, status)
+
+    # ----- errors -----------------------------------------------------------------------------------------
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        if isinstance(error, TelegramError):
+            log.warning("telegram: %s: %s", type(error).__name__, brief(error))
+        else:
+            log.error("telegram: error while handling an update", exc_info=error)
+
+    def _on_polling_error(self, error: TelegramError) -> None:
+        # PTB retries polling itself, waiting longer after each failure (up to 30 s).
+        log.warning("telegram: polling for updates failed (%s: %s); retrying", type(error).__name__, brief(error))
+
+
+async def run_telegram(app, stop: asyncio.Event) -> None:
+    """Serve Telegram for `app` until `stop` is set (SIGTERM/SIGINT in `bot.app.serve`)."""
+    await TelegramAdapter(app).run(stop)
+
+
+def describe_command(spec, lang: str) -> str:
+    try:
+        text = t(spec.help_key, lang)
+    except KeyError:
+        text = ""
+    return (text.strip() or spec.name)[:256]
+
+
+def file_url_for(base_url: str) -> str:
+    """The file URL of a Bot API server given as `.../bot` (as Telegram's own and self-hosted servers lay out)."""
+    root = base_url.rstrip("/")
+    return root[: -len("bot")] + "file/bot" if root.endswith("/bot") else root + "/file/bot"
+
+
+def size_text(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size} bytes"
