@@ -1734,8 +1734,10 @@ class FakeDiscord:
         ("POST", "/channels/{channel_id}/webhooks", "_r_create_webhook"),
         ("GET", "/guilds/{guild_id}/webhooks", "_r_guild_webhooks"),
         ("GET", "/webhooks/{webhook_id}", "_r_get_webhook"),
+        ("PATCH", "/webhooks/{webhook_id}", "_r_edit_webhook"),
         ("DELETE", "/webhooks/{webhook_id}", "_r_delete_webhook"),
         ("GET", "/webhooks/{webhook_id}/{webhook_token}", "_r_get_webhook"),
+        ("PATCH", "/webhooks/{webhook_id}/{webhook_token}", "_r_edit_webhook"),
         ("DELETE", "/webhooks/{webhook_id}/{webhook_token}", "_r_delete_webhook"),
         ("POST", "/webhooks/{webhook_id}/{webhook_token}", "_r_execute_webhook"),
         ("GET", "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}", "_r_get_webhook_message"),
@@ -2319,6 +2321,17 @@ class FakeDiscord:
 
     async def _r_get_webhook(self, req: "_Req") -> tuple[int, Any]:
         hook = self._hook(req)
+        return 200, self._webhook_payload(hook)
+
+    async def _r_edit_webhook(self, req: "_Req") -> tuple[int, Any]:
+        """Modify Webhook: name and avatar (a data URI, stored as its md5 like on create; null clears it)."""
+        hook = self._hook(req)
+        body = req.json or {}
+        if "name" in body:
+            self._check_webhook_name(body["name"], ("name",))
+            hook.name = body["name"]
+        if "avatar" in body:
+            hook.avatar = hashlib.md5(str(body["avatar"]).encode()).hexdigest() if body["avatar"] else None
         return 200, self._webhook_payload(hook)
 
     async def _r_delete_webhook(self, req: "_Req") -> tuple[int, Any]:
