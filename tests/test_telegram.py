@@ -497,3 +497,48 @@ async def test_rwkv_bot_run_serves_telegram_and_exits_cleanly_on_sigterm(tmp_pat
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_power_commands_work_on_telegram_and_stay_exact(tmp_path, demo7, server):
+    async with running(server, telegram_config(tmp_path, demo7, server)) as bot:
+        chat = server.private_chat(70, "Ann")
+        for text in ("/start", GREEDY, "good evening"):
+            await bot.say(chat, 70, text)
+        await bot.say(chat, 70, "/save s1")
+        assert bot.texts(70)[-1] == "Saved as 's1'."
+        await bot.say(chat, 70, "what is in the drawer?")
+        direct = bot.texts(70)[-1]
+        await bot.say(chat, 70, "/as Narrator The wind rises.")
+        assert (await bot.turns("70"))[-1].in_speaker == "Narrator"
+        await bot.say(chat, 70, "/edit It was quiet.")
+        assert bot.texts(70)[-1] == "Replaced the last reply."
+        assert (await bot.turns("70"))[-1].out_text.strip() == "It was quiet."
+        await bot.say(chat, 70, "/continue")
+        assert len(await bot.turns("70")) == 4
+        await bot.say(chat, 70, "/suggest")
+        assert bot.texts(70)[-1].startswith("Suggestion: ") and len(await bot.turns("70")) == 4
+        await bot.say(chat, 70, "/load s1")
+        assert bot.texts(70)[-1] == "Restored 's1'." and len(await bot.turns("70")) == 1
+        await bot.say(chat, 70, "what is in the drawer?")
+        assert bot.texts(70)[-1] == direct  # the loaded state is exactly the saved one
+        await bot.say(chat, 70, "/saves")
+        assert "- s1: 1 turn(s)" in bot.texts(70)[-1]
+        await bot.say(chat, 70, "/delsave s1")
+        await bot.say(chat, 70, "/load s1")
+        assert bot.texts(70)[-1] == "No save named 's1'. See /saves."
+
+        await bot.say(chat, 70, "/debug 4000 ids")
+        await bot.say(chat, 70, "/export json")
+        debug, export = server.documents(70)[-2:]
+        assert debug.document.file_name == "debug.txt" and b"State has read" in debug.document.data
+        exported = json.loads(export.document.data)
+        assert [t["text"] for t in exported["turns"]] == ["good evening", "what is in the drawer?"]
+        await bot.say(chat, 70, "/lang zh")
+        await bot.say(chat, 70, "/help")
+        assert "/continue - 让角色继续说" in bot.texts(70)[-1]
+
+        group = server.group_chat(-700, "Club")
+        server.set_member_status(group.id, 71, "member")
+        for text in ("/save g1", "/debug", "/load s1"):
+            await bot.say(group, 71, text)
+            assert bot.texts(group)[-1] == "Only admins can do that here.", text

@@ -366,6 +366,11 @@ def bench_command(args: argparse.Namespace) -> int:
     from bot.engine.batched import BatchedBackend
 
     torch.manual_seed(0)
+
+    def save() -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+
     result: dict = {"preset": preset, "version": version, "layers": layers, "n_embd": dim, "strategy": strategy,
                     "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                     "torch": torch.__version__, "channels": channels,
@@ -385,10 +390,11 @@ def bench_command(args: argparse.Namespace) -> int:
         result["profile"] = profile_engine(engine, device, Path(args.profile), batches=(1, min(64, max(channels))))
     if device == "cuda":
         engine.warmup(channels)
-    result["engine"] = _measure_backend("engine", engine, device, channels, args)
-    result["engine"]["kernels"] = engine.ops.name
     result["baseline_rwkv_pip"] = None
     result["greedy_agreement"] = None
+    result["engine"] = _measure_backend("engine", engine, device, channels, args)
+    result["engine"]["kernels"] = engine.ops.name
+    save()  # a run cut short (a time limit) keeps what it measured
     if not args.no_baseline:
         from bot.engine.rwkv_pip import RwkvPipBackend
 
@@ -402,12 +408,12 @@ def bench_command(args: argparse.Namespace) -> int:
             _log("baseline ready")
             result["baseline_rwkv_pip"] = _measure_backend("rwkv-pip", baseline, device, channels, args,
                                                            max_channels=args.baseline_max_channels)
+            save()
             _log("greedy agreement")
             agreement = greedy_agreement(engine, baseline, args.agreement_sequences, args.agreement_tokens, device)
             result["greedy_agreement"] = agreement["rate"]
             result["greedy_agreement_detail"] = agreement
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    save()
     print(format_table(result))
     return 0
 
