@@ -11,6 +11,7 @@ import time
 import discord
 
 from bot.adapters.discord.personas import NONE, Target
+from bot.adapters.streaming import Follower
 from bot.adapters.discord.text import split_message, t
 from bot.commands import Reply
 from bot.engine.conversations import TurnStream
@@ -47,9 +48,7 @@ class PersonaWriter:
         self.lang = lang
         self.posted: list[tuple[object, Target, str]] = []  # (message, where it went, chunk shown)
         self.interval = EDIT_INTERVAL
-        self._latest = ""
-        self._changed = asyncio.Event()
-        self._finished = asyncio.Event()
+        self.follower = Follower()
 
     async def say(self, text: str) -> None:
         """A line that is already complete (a greeting)."""
@@ -57,16 +56,10 @@ class PersonaWriter:
 
     async def stream(self, stream: TurnStream, typing_in=None) -> None:
         typing = asyncio.create_task(keep_typing(typing_in)) if typing_in is not None else None
-        flusher = asyncio.create_task(self._flush_while_streaming())
         try:
-            async for text in stream:
-                self._latest = text
-                self._changed.set()
+            await self.follower.run(stream, self._flush_while_streaming)
             final = await self._final_text(stream)
         finally:
-            self._finished.set()
-            self._changed.set()
-            await asyncio.gather(flusher, return_exceptions=True)  # let an edit in flight land first
             if typing:
                 typing.cancel()
         await self._show(final, final=True)
@@ -81,19 +74,14 @@ class PersonaWriter:
         return result.text
 
     async def _flush_while_streaming(self) -> None:
-        while not self._finished.is_set():
-            await self._changed.wait()
-            self._changed.clear()
-            if self._finished.is_set():
-                return
+        while await self.follower.changed():
             started = time.monotonic()
             try:
-                await self._show(self._latest, final=False)
+                await self._show(self.follower.latest, final=False)
             except discord.HTTPException as exc:
                 log.info("streaming edit failed (%s); trying again later", describe(exc))
             self._adapt_interval(time.monotonic() - started)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._finished.wait(), self.interval)
+            await self.follower.pause(self.interval)
 
     def _adapt_interval(self, elapsed: float) -> None:
         """discord.py waits out 429s inside the call: a slow edit means Discord wants fewer of them."""

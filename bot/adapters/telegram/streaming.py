@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from bot.adapters.streaming import Follower
 from bot.engine.conversations import TurnStream
 from bot.engine.scheduler import GenerationCancelled
 from bot.i18n import t
@@ -37,26 +38,18 @@ class TurnRenderer:
         self.lang = lang
         self.shown: list[Shown] = []  # one per message the reply spans
         self.undeliverable = False  # Telegram refused: stop writing to this chat
-        self._latest = ""
-        self._changed = asyncio.Event()
-        self._finished = asyncio.Event()
+        self.follower = Follower()
 
     async def render(self, stream: TurnStream) -> None:
         pacer = self.sender.pacer
         pacer.streaming += 1
         typing = asyncio.create_task(self._keep_typing())
-        painter = asyncio.create_task(self._paint_while_generating())
         try:
-            async for text in stream:
-                self._latest = text
-                self._changed.set()
+            await self.follower.run(stream, self._paint_while_generating)
             final = await self._final_text(stream)
         finally:
             pacer.streaming -= 1
-            self._finished.set()
-            self._changed.set()
             typing.cancel()
-            await asyncio.gather(painter, return_exceptions=True)  # let an edit in flight land first
         await self._show(final, final=True)
 
     async def _final_text(self, stream: TurnStream) -> str:
@@ -70,21 +63,14 @@ class TurnRenderer:
         return result.text if result.text.strip() else t("empty_reply", self.lang)
 
     def _with_notice(self, key: str) -> str:
-        partial = self._latest.strip()
+        partial = self.follower.latest.strip()
         return f"{partial}\n\n{t(key, self.lang)}" if partial else t(key, self.lang)
 
     async def _paint_while_generating(self) -> None:
-        while not self._finished.is_set():
-            await self._changed.wait()
-            self._changed.clear()
-            if self._finished.is_set():
-                return
-            await self._show(self._latest, final=False)
+        while await self.follower.changed():
+            await self._show(self.follower.latest, final=False)
             if self.shown:  # the first words go out at once; later edits wait for the pace
-                try:
-                    await asyncio.wait_for(self._finished.wait(), self.sender.pacer.interval())
-                except asyncio.TimeoutError:
-                    pass
+                await self.follower.pause(self.sender.pacer.interval())
 
     async def _keep_typing(self) -> None:
         while not self.undeliverable:
