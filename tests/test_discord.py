@@ -415,7 +415,7 @@ async def test_long_reply_streams_into_several_messages_under_2000(app, fake):
             await slash(fake, "params set", {"name": name, "value": value})
         # Near-uniform sampling ends a turn early about one time in three (tokens holding "\n\n"): a fixed seed
         # makes this reply one that runs past 2,000 characters.
-        app.engine._rng.seed(SEED_LONG)
+        app.engine.reseed(SEED_LONG)
         reply = await chat(fake, app, GENERAL, BOB, "Tell me everything.", prefix="")
     streamed = persona_messages(fake, GENERAL)[1:]
     assert len(reply) > LIMIT, "the random model stopped early; the test needs a reply over 2000 characters"
@@ -457,6 +457,8 @@ async def test_stop_mid_reply_cancels_it_in_time_and_leaves_the_channel_unchange
             await use_mira(fake)
             for name, value in {**RANDOM_LONG, "max_tokens": 2000}.items():
                 await slash(fake, "params set", {"name": name, "value": value})
+            app.engine.reseed(SEED_LONG)  # a reply that does not end by itself before the stop
+            app.engine.step_hook = lambda rows: time.sleep(0.01)  # nor reaches max_tokens in the grace time
             await fake.send_message(GENERAL, BOB, "Tell me a very long story.")
             await fake.wait_for(lambda: len(persona_messages(fake, GENERAL)) == 2)  # streaming has begun
             loop = asyncio.get_running_loop()

@@ -170,6 +170,10 @@ class Engine:
         job = self._new_job(channel, state, queue, None, 0)
         return await Generation(self, job).result()
 
+    def reseed(self, seed: int) -> None:
+        """Draw the seeds of replies sampled from now on from `seed`: the same requests give the same replies."""
+        self._rng.seed(seed)
+
     def queue_depth(self) -> int:
         return len(self._pending) + len(self._active)
 
