@@ -54,6 +54,11 @@ def test_batched_greedy_sampler_is_argmax(results):
     assert results["sampler_greedy"] == "equal"
 
 
+def test_half_precision_is_as_close_to_fp32_as_the_package(results):
+    errors = results["half_precision"]
+    assert errors["engine"] < 2e-2 and errors["engine"] < 2 * errors["package"] + 1e-3, errors
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The worker
 
@@ -182,7 +187,31 @@ def worker(version: int, directory: str) -> dict:
     ref_tokens = [s.sample(logits[i], banned[i], "") for i, s in enumerate(samplers)]
     got_tokens = eng.sample(logits, samplers, banned, [""] * 6)
     out["sampler_greedy"] = "equal" if ref_tokens == got_tokens else f"{ref_tokens} != {got_tokens}"
+    out["half_precision"] = half_precision_errors(version, directory)
     return out
+
+
+def half_precision_errors(version: int, directory: str) -> dict:
+    """Logits in fp16 against the package's fp32, for the engine and for the package itself, on 7 layers: deep
+    enough for RWKV-6's fp16 rescaling (the residual halved every 6 layers, output matrices scaled to match)."""
+    import torch
+
+    from bot.engine.batched import BatchedBackend
+    from bot.engine.demo_model import write_demo_model
+    from bot.engine.rwkv_pip import RwkvPipBackend
+
+    path = write_demo_model(Path(directory) / f"deep{version}", version=version, layers=7, dim=128, vocab=4096,
+                            seed=10 + version, dtype=torch.float32)
+    prompt = [random.Random(5).randrange(1, 4096) for _ in range(32)]
+
+    def logits(backend):
+        backend.load(0, backend.zero_state())
+        return backend.forward([(0, prompt)])[0].float().cpu()
+
+    ref = logits(RwkvPipBackend(path, "cpu fp32"))
+    rel = lambda x: float((x - ref).norm() / ref.norm())
+    return {"engine": rel(logits(BatchedBackend(path, "cpu fp16", max_batch=2))),
+            "package": rel(logits(RwkvPipBackend(path, "cpu fp16")))}
 
 
 if __name__ == "__main__":
