@@ -1,10 +1,18 @@
 """Driving the platform-neutral command layer from tests, the way an adapter does."""
 from __future__ import annotations
 
+import time
+
 from bot.commands import CharacterLine, Context, Reply
 from bot.engine.conversations import ChannelKey, TurnStream
 
 GREEDY = "/params set temperature 0 max_tokens 16"
+
+
+def pace(engine, seconds_per_step: float) -> None:
+    """Make the demo model, which writes a reply faster than a platform can show it, take this long per step, as
+    a real model on a GPU does (tests of streamed edits and of stopping mid-reply need a reply still in progress)."""
+    engine.step_hook = lambda rows: time.sleep(seconds_per_step)
 
 
 def ctx(channel: str = "c1", user: str = "Alice", admin: bool = True, group: bool = False, lang: str = "en",

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sys
-import time
 
 import discord
 import pytest
@@ -24,6 +23,7 @@ from bot.config import load_config
 from bot.engine.params import PARAM_NAMES
 from bot.i18n import t
 from tests.cards.builders import tiny_png
+from tests.chat_helpers import pace
 from tests.conftest import write_config
 from tests.fake_discord import DEFAULT_BOT_PERMISSIONS, FakeDiscord, Perm
 
@@ -435,7 +435,7 @@ async def test_a_429_on_edits_is_waited_out(app, fake):
         fake.fail_next("PATCH /webhooks/*/*/messages/*", status=429, retry_after=0.4, count=2)
         # The demo model writes 80 tokens faster than one post; pace it like a real model (~50 tokens/s) so the
         # reply is posted early and then edited.
-        app.engine.step_hook = lambda rows: time.sleep(0.02)
+        pace(app.engine, 0.02)
         reply = await chat(fake, app, GENERAL, BOB, "Tell me about the harbour, the boats and the storm.")
         app.engine.step_hook = None
         assert [r.status for r in fake.rate_limited] == [429, 429], "no edit happened: the reply was posted whole"
@@ -458,7 +458,7 @@ async def test_stop_mid_reply_cancels_it_in_time_and_leaves_the_channel_unchange
             for name, value in {**RANDOM_LONG, "max_tokens": 2000}.items():
                 await slash(fake, "params set", {"name": name, "value": value})
             app.engine.reseed(SEED_LONG)  # a reply that does not end by itself before the stop
-            app.engine.step_hook = lambda rows: time.sleep(0.01)  # nor reaches max_tokens in the grace time
+            pace(app.engine, 0.01)  # nor reaches max_tokens in the grace time
             await fake.send_message(GENERAL, BOB, "Tell me a very long story.")
             await fake.wait_for(lambda: len(persona_messages(fake, GENERAL)) == 2)  # streaming has begun
             loop = asyncio.get_running_loop()

@@ -7,11 +7,11 @@ import logging
 import sys
 import time
 
+from bot.i18n import t
 from tests.test_telegram import running, server, telegram_config  # noqa: F401  (server is a fixture)
 
 CHATS = 200
 TURNS = 5
-EMPTY = "(the character said nothing)"
 
 
 async def test_200_chats_times_5_turns_lose_nothing(tmp_path, demo7, server, caplog):  # noqa: F811
@@ -36,9 +36,9 @@ async def test_200_chats_times_5_turns_lose_nothing(tmp_path, demo7, server, cap
         for chat in chats:
             turns = await bot.turns(str(chat.id))
             shown = [m.text for m in server.messages(chat)]
-            if [t.in_text for t in turns] != [f"message {i} from {chat.id}" for i in range(TURNS)]:
-                lost.append((chat.id, "turns", [t.in_text for t in turns]))
-            elif shown != [t.out_text.strip() or EMPTY for t in turns]:
+            if [turn.in_text for turn in turns] != [f"message {i} from {chat.id}" for i in range(TURNS)]:
+                lost.append((chat.id, "turns", [turn.in_text for turn in turns]))
+            elif shown != [turn.out_text.strip() or t("empty_reply") for turn in turns]:
                 lost.append((chat.id, "replies", shown))
         assert not lost, lost[:3]
     # The bot's and PTB's logs; the fake server's own (aiohttp.server: a long poll cut at shutdown) are not ours.

@@ -19,6 +19,7 @@ from bot.adapters.telegram.text import split_message, strip_mention
 from bot.app import build_app
 from bot.config import load_config
 from bot.engine.conversations import ChannelKey
+from tests.chat_helpers import pace
 from tests.conftest import ROOT, write_config
 from tests.fake_telegram import FakeTelegram
 
@@ -160,7 +161,7 @@ async def test_private_chat_streams_by_editing_and_ends_with_the_committed_text(
         assert bot.texts(42) == [greeting.strip()]
         await bot.say(chat, 42, LONG_SAMPLED.format(n=150))
         bot.app.engine.reseed(1)  # a sampled reply that runs its 150 tokens,
-        bot.app.engine.step_hook = lambda rows: time.sleep(0.02)  # at about a real model's pace
+        pace(bot.app.engine, 0.02)  # at about a real model's pace
         await bot.say(chat, 42, "tell me about the harbour")
         reply = server.messages(42)[-1]
         [turn] = await bot.turns("42")
@@ -338,7 +339,7 @@ async def test_long_answers_are_split_into_several_messages(tmp_path, demo7, ser
         chat = server.private_chat(13, "Ann")
         await bot.say(chat, 13, LONG_SAMPLED.format(n=120))
         bot.app.engine.reseed(1)  # a sampled reply that runs its 120 tokens, at about a real model's pace
-        bot.app.engine.step_hook = lambda rows: time.sleep(0.01)
+        pace(bot.app.engine, 0.01)
         await bot.say(chat, 13, "tell me everything")
         pieces = server.messages(13)[1:]
         [turn] = await bot.turns("13")
@@ -444,7 +445,7 @@ async def test_stop_cuts_off_a_long_reply_promptly_and_leaves_the_channel_unchan
     chat = server.private_chat(40, "Ann")
     await bot.say(chat, 40, LONG_SAMPLED.format(n=2000))
     bot.app.engine.reseed(1)  # a sampled reply that does not end by itself before the stop,
-    bot.app.engine.step_hook = lambda rows: time.sleep(0.01)  # nor reaches max_tokens within the shutdown time
+    pace(bot.app.engine, 0.01)  # nor reaches max_tokens within the shutdown time
     server.send_text(chat, 40, "tell me a very long story")
     await server.wait_for(lambda: len(server.messages(40)) == 2, timeout=20)  # streaming has begun
     took = await bot.close()
