@@ -45,7 +45,7 @@ class App:
 def _model_path(config: Config) -> str:
     if config.model.path:
         return config.model.path
-    from bot.engine.demo_model import write_demo_model
+    from bot.tools.demo_model import write_demo_model
 
     if not DEMO_MODEL.exists():
         write_demo_model(DEMO_MODEL, version=7, layers=4, dim=256)
@@ -96,12 +96,12 @@ def load_backend(config: Config):
 
 async def build_app(config: Config, backend=None) -> App:
     from bot.commands import Commands
-    from bot.engine.conversations import Conversations
+    from bot.conversations import Conversations
     from bot.engine.model import file_id
     from bot.engine.scheduler import Engine
-    from bot.engine.store import Store
+    from bot.store import Store
     from bot.engine.tokenizer import world_tokenizer
-    from bot.library import Library
+    from bot.conversations.characters import Library
 
     from bot.metrics import Metrics
 

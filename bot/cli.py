@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=128, help="embedding size, a multiple of 64")
     p.add_argument("--vocab", type=int, default=65536)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_lazy("bot.engine.demo_model:demo_model_command"))
+    p.set_defaults(func=_lazy("bot.tools.demo_model:demo_model_command"))
 
     p = sub.add_parser("card", help="inspect or import character cards (never loads the model)")
     card_sub = p.add_subparsers(dest="card_command", required=True, metavar="ACTION")
@@ -60,20 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = db_sub.add_parser("upgrade", help="apply migrations up to the newest")
     c.add_argument("--config", metavar="PATH")
     c.add_argument("--revision", default="head")
-    c.set_defaults(func=_lazy("bot.engine.store_cli:upgrade_command"))
+    c.set_defaults(func=_lazy("bot.store.cli:upgrade_command"))
     c = db_sub.add_parser("downgrade", help="revert migrations")
     c.add_argument("--config", metavar="PATH")
     c.add_argument("--revision", default="-1")
-    c.set_defaults(func=_lazy("bot.engine.store_cli:downgrade_command"))
+    c.set_defaults(func=_lazy("bot.store.cli:downgrade_command"))
     c = db_sub.add_parser("check", help="integrity check of the database")
     c.add_argument("--config", metavar="PATH")
-    c.set_defaults(func=_lazy("bot.engine.store_cli:check_command"))
+    c.set_defaults(func=_lazy("bot.store.cli:check_command"))
     c = db_sub.add_parser("bench", help="time saving and loading one state through the store")
     c.add_argument("--layers", type=int, default=24)
     c.add_argument("--dim", type=int, default=2048)
     c.add_argument("--repeat", type=int, default=5)
     c.add_argument("--url", help="database URL (default: a temporary SQLite file)")
-    c.set_defaults(func=_lazy("bot.engine.store_cli:bench_command"))
+    c.set_defaults(func=_lazy("bot.store.cli:bench_command"))
 
     p = sub.add_parser("bench", help="benchmark the engine against the plain rwkv package")
     p.add_argument("--preset", default="0.1b", help="model shape preset (0.1b 0.4b 1.5b 2.9b 7.2b v6-3b)")
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agreement-sequences", type=int, default=2)
     p.add_argument("--agreement-tokens", type=int, default=300)
     p.add_argument("--profile", metavar="DIR", help="write torch profiler tables of eager steps here")
-    p.set_defaults(func=_lazy("bot.engine.bench:bench_command"))
+    p.set_defaults(func=_lazy("bot.tools.bench:bench_command"))
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from bot.commands import CharacterLine, Context, Reply
-from bot.engine.conversations import ChannelKey, TurnStream
+from bot.conversations import ChannelKey, TurnStream
 
 GREEDY = "/params set temperature 0 max_tokens 16"
 

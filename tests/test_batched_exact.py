@@ -73,7 +73,7 @@ def worker(version: int, directory: str) -> dict:
 
     torch.manual_seed(0)
     from bot.engine.batched import BatchedBackend
-    from bot.engine.demo_model import write_demo_model
+    from bot.tools.demo_model import write_demo_model
     from bot.engine.rwkv_pip import RwkvPipBackend
     from bot.engine.sampling import ReplySampler, SamplingParams
 
@@ -197,7 +197,7 @@ def half_precision_errors(version: int, directory: str) -> dict:
     import torch
 
     from bot.engine.batched import BatchedBackend
-    from bot.engine.demo_model import write_demo_model
+    from bot.tools.demo_model import write_demo_model
     from bot.engine.rwkv_pip import RwkvPipBackend
 
     path = write_demo_model(Path(directory) / f"deep{version}", version=version, layers=7, dim=128, vocab=4096,

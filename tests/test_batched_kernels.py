@@ -15,7 +15,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from bot.engine import rwkv6, rwkv7  # noqa: E402
-from bot.engine.demo_model import rwkv6_weights, rwkv7_weights  # noqa: E402
+from bot.tools.demo_model import rwkv6_weights, rwkv7_weights  # noqa: E402
 from bot.engine.kernels import triton_ops  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

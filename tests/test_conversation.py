@@ -6,8 +6,8 @@ import asyncio
 import pytest
 
 from bot.engine.backend import states_equal
-from bot.engine.conversations import ChannelKey
-from bot.engine.store import tokens_from_bytes
+from bot.conversations import ChannelKey
+from bot.store import tokens_from_bytes
 from tests.chat_helpers import GREEDY, head_state, reply, send
 
 

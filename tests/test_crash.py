@@ -9,8 +9,8 @@ import signal
 import sys
 
 from bot.config import load_config
-from bot.engine.conversations import ChannelKey
-from bot.engine.store import Store
+from bot.conversations import ChannelKey
+from bot.store import Store
 from tests.chat_helpers import reply, send
 from tests.conftest import ROOT, write_config
 

@@ -12,8 +12,8 @@ import torch
 from bot.app import build_app
 from bot.config import load_config
 from bot.engine.backend import states_equal
-from bot.engine.conversations import ChannelKey
-from bot.engine.store import (Base, Store, expand_runs, pack_state, split_by_lengths, tokens_from_bytes,
+from bot.conversations import ChannelKey
+from bot.store import (Base, Store, expand_runs, pack_state, split_by_lengths, tokens_from_bytes,
                               unpack_state, upgrade_database, downgrade_database)
 from tests.chat_helpers import GREEDY, head_state, reply, send
 from tests.conftest import run_cli, write_config

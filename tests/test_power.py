@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from bot.engine.backend import states_equal
-from bot.engine.conversations import ChannelKey
-from bot.engine.store import tokens_from_bytes
+from bot.conversations import ChannelKey
+from bot.store import tokens_from_bytes
 from bot.commands import Context
 from tests.chat_helpers import GREEDY, ctx, head_state, reply, send
 from tests.conftest import run_cli, write_config

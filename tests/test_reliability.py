@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bot.commands.base import parse_command
 from bot.commands.flood import RateLimiter
-from bot.engine.conversations import ChannelKey
-from bot.engine.prompt import sanitize_name, sanitize_text, turn
+from bot.conversations import ChannelKey
+from bot.cards.turns import sanitize_name, sanitize_text, turn
 from bot.engine.tokenizer import world_tokenizer
 from bot.logs import setup_logging
 from tests.chat_helpers import ctx, reply, send

@@ -18,7 +18,7 @@ from bot.adapters.telegram import TelegramAdapter
 from bot.adapters.telegram.text import split_message, strip_mention
 from bot.app import build_app
 from bot.config import load_config
-from bot.engine.conversations import ChannelKey
+from bot.conversations import ChannelKey
 from tests.chat_helpers import pace
 from tests.conftest import ROOT, write_config
 from tests.fake_telegram import FakeTelegram

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from typing import Awaitable, Callable
 
-from bot.engine.conversations import TurnStream
+from bot.conversations import TurnStream
 
 
 class Follower:

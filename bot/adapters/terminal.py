@@ -6,7 +6,7 @@ import logging
 import sys
 
 from bot.commands import CharacterLine, Context, Reply
-from bot.engine.conversations import ChannelKey, TurnStream
+from bot.conversations import ChannelKey, TurnStream
 from bot.engine.scheduler import EngineError, GenerationCancelled
 from bot.i18n import t
 

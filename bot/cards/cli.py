@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bot.cards.errors import CardError
-from bot.cards.library import carries_own_avatar, load_card_file, scan_directory, sibling_avatar
+from bot.cards.files import carries_own_avatar, load_card_file, scan_directory, sibling_avatar
 from bot.cards.model import Card
 
 # The bot scans `characters.dir` at start and keeps every card it finds in its database: importing is copying

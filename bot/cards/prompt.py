@@ -16,7 +16,7 @@ from bot.cards.errors import CardError
 from bot.cards.lorebook import TokenCounter, constant_entries, scanned_texts, triggered_entries
 from bot.cards.macros import render_macros
 from bot.cards.model import BookEntry, Card
-from bot.engine.prompt import sanitize_name, sanitize_text, turn
+from bot.cards.turns import sanitize_name, sanitize_text, turn
 
 _EXTRA_NEWLINES = re.compile(r"\n{3,}")
 _START = re.compile(r"<start>", re.IGNORECASE)

@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Union
 
-from bot.engine.conversations import ChannelKey, TurnStream
+from bot.conversations import ChannelKey, TurnStream
 
 log = logging.getLogger(__name__)
 

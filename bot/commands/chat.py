@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from bot.commands.base import CharacterLine, Context, Reply, command, first_arg, split_args
-from bot.engine.conversations import ConversationError
+from bot.conversations import ConversationError
 from bot.engine.params import PARAM_NAMES, SPECS, ParamError
 from bot.i18n import LANGS, param_help, t
 

@@ -5,7 +5,7 @@ import logging
 
 from bot.commands.flood import RateLimiter
 from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command
-from bot.engine.conversations import Busy, ConversationError, Conversations
+from bot.conversations import Busy, ConversationError, Conversations
 from bot.engine.params import ParamError
 from bot.i18n import normalize_lang, t
 from bot.logs import current_channel

@@ -5,8 +5,8 @@ import json
 import re
 
 from bot.commands.base import Context, Reply, command, first_arg, split_args
-from bot.engine.conversations import ConversationError
-from bot.engine.prompt import sanitize_name
+from bot.conversations import ConversationError
+from bot.cards.turns import sanitize_name
 from bot.i18n import t
 
 SAVE_NAME = re.compile(r"^[\w\-]{1,64}$")

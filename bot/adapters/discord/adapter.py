@@ -23,9 +23,9 @@ from bot.adapters.discord.slash import Chinese, build_tree
 from bot.adapters.discord.text import readable_text, t
 from bot.commands import CharacterLine, Context, Reply, parse_command
 from bot.commands.base import first_arg
-from bot.engine.conversations import ChannelKey, TurnStream
+from bot.conversations import ChannelKey, TurnStream
 from bot.i18n import normalize_lang
-from bot.library import MAX_IMPORT_BYTES
+from bot.conversations.characters import MAX_IMPORT_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from bot.adapters.discord.personas import NONE, Target
 from bot.adapters.streaming import Follower
 from bot.adapters.discord.text import split_message, t
 from bot.commands import Reply
-from bot.engine.conversations import TurnStream
+from bot.conversations import TurnStream
 from bot.engine.scheduler import EngineError, GenerationCancelled
 
 log = logging.getLogger(__name__)

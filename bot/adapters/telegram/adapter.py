@@ -18,20 +18,20 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseHa
 
 from bot.commands import CharacterLine, Context, Reply
 from bot.commands.base import Output
-from bot.engine.conversations import TurnStream
+from bot.conversations import TurnStream
 from bot.i18n import t
 
-from bot.adapters.telegram import library_logs
+from bot.adapters.telegram import ptb_logs
 from bot.adapters.telegram.admins import AdminCheck
 from bot.adapters.telegram.incoming import Incoming, Target, read_message
-from bot.adapters.telegram.ordering import ArrivalOrder, Ticket
+from bot.commands.ordering import ArrivalOrder, Ticket
 from bot.adapters.telegram.outgoing import DeliveryFailed, Pacer, Sender, brief
-from bot.adapters.telegram.replymode import ALL, reply_mode
+from bot.commands.replymode import ALL, reply_mode
 from bot.adapters.telegram.streaming import TurnRenderer
 from bot.adapters.telegram.text import MAX_MESSAGE_CHARS
 
 log = logging.getLogger(__name__)
-library_logs.install()
+ptb_logs.install()
 
 COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")  # what setMyCommands accepts
 MAX_MENU_COMMANDS = 100

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from telegram import Document, Message, MessageEntity
 
 from bot.commands.base import REGISTRY, ParsedCommand, parse_command
-from bot.engine.conversations import ChannelKey
+from bot.conversations import ChannelKey
 
 from bot.adapters.telegram.text import strip_mention
 

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.adapters.streaming import Follower
-from bot.engine.conversations import TurnStream
+from bot.conversations import TurnStream
 from bot.engine.scheduler import GenerationCancelled
 from bot.i18n import t
 

@@ -23,7 +23,7 @@ import triton.language as tl
 from bot.engine.rwkv7 import DECAY_SCALE, GN_EPS, Packed
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Launch shapes of the prefill recurrence (value rows per program, warps); bot.engine.kernels.tune measures them.
+# Launch shapes of the prefill recurrence (value rows per program, warps); bot.tools.tune measures them.
 PREFILL_BV = int(os.environ.get("RWKV_BOT_PREFILL_BV", "16"))
 PREFILL_WARPS = int(os.environ.get("RWKV_BOT_PREFILL_WARPS", "2"))
 

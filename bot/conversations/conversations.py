@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 from bot.engine.backend import State, clone_state
-from bot.engine.prompt import reply_cue, sanitize_name, sanitize_text, turn
+from bot.cards.turns import reply_cue, sanitize_name, sanitize_text, turn
 from bot.engine.params import SamplingParams
 from bot.engine.scheduler import Engine, GenerationCancelled, GenerationResult
-from bot.engine.store import (Channel, Store, Turn, expand_runs, run_length, split_by_lengths, tokens_from_bytes,
+from bot.store import (Channel, Store, Turn, expand_runs, run_length, split_by_lengths, tokens_from_bytes,
                               tokens_to_bytes)
 
 log = logging.getLogger(__name__)
@@ -630,7 +630,7 @@ def _turn_from_dict(d: dict) -> dict:
 
 
 def _unpack(header, blob):
-    from bot.engine.store import unpack_state
+    from bot.store import unpack_state
 
     return unpack_state(header, blob)
 

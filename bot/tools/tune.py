@@ -1,4 +1,4 @@
-"""Measure launch choices on the GPU: `python -m bot.engine.kernels.tune [--dim 2048] [--tokens 2000]`.
+"""Measure launch choices on the GPU: `python -m bot.tools.tune [--dim 2048] [--tokens 2000]`.
 
 1. Matrix-product layouts at decode batch sizes: x @ W with W stored (in, out) against F.linear with W stored
    (out, in), for every product shape of an RWKV-7 layer.
@@ -23,7 +23,7 @@ def main() -> None:
     import triton.testing
 
     from bot.engine import rwkv7
-    from bot.engine.demo_model import rwkv7_weights
+    from bot.tools.demo_model import rwkv7_weights
     from bot.engine.kernels import triton_ops
 
     C, dev, dt = args.dim, "cuda", torch.float16

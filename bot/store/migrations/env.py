@@ -4,7 +4,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.engine.store import Base
+from bot.store.models import Base
 
 target_metadata = Base.metadata
 

@@ -1,6 +1,5 @@
 """/replymode mention|all: whether the bot answers every message of a group (or forum topic) or only mentions
-and replies. Registered with the command layer, so /help and the Telegram menu list it; importing the Telegram
-adapter registers it."""
+and replies. The same on every platform with groups (Telegram groups and topics, Discord servers)."""
 from __future__ import annotations
 
 from bot.commands.base import Context, Reply, command

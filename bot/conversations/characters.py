@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from bot.cards import Card, CardError, find_card, parse_card, scan_directory
-from bot.engine.store import Store
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,193 +1,21 @@
-"""Conversations and exact RNN states in a database (SQLite by default, PostgreSQL by URL), via SQLAlchemy async.
-
-A channel's history is a list of turns; a turn is one exchange: an optional line spoken to the character
-(`in_speaker`/`in_text`) and the character's reply. Each turn stores the exact tokens it fed and how they were
-split into forward calls, so any state can be rebuilt bit for bit by replaying turns from an older snapshot.
-States are stored exactly (raw tensor bytes, zstd-compressed) with the fingerprint of the model that made them;
-a state from another model is never fed.
+"""Async access to the database (SQLite by default, PostgreSQL by URL) through SQLAlchemy: small transactions,
+atomic turn commits. States are stored with the fingerprint of the model that made them; a state from another
+model is never fed.
 """
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import torch
-import zstandard
-from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint,
-                        delete, event, func, select, update)
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from bot.engine.backend import State
-
-ZSTD_LEVEL = 3
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+from bot.store.codec import State, pack_state, unpack_state
+from bot.store.migrate import ensure_sqlite_dir, upgrade_database
+from bot.store.models import Base, Channel, Character, InitialState, Save, StateRow, Turn, utcnow
 
 
-class Base(DeclarativeBase):
-    pass
-
-
-class Channel(Base):
-    __tablename__ = "channels"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    external_id: Mapped[str] = mapped_column(String(128))
-    character: Mapped[str | None] = mapped_column(String(64))  # content hash of the card in `characters`
-    greeting_index: Mapped[int] = mapped_column(Integer, default=0)
-    user_label: Mapped[str] = mapped_column(String(128), default="User")  # {{user}} in the character's prompt
-    params: Mapped[dict] = mapped_column(JSON, default=dict)  # sampling overrides; defaults come from config
-    chat_format: Mapped[str] = mapped_column(String(32), default="names")
-    settings: Mapped[dict] = mapped_column(JSON, default=dict)
-    head: Mapped[int] = mapped_column(Integer, default=0)  # position of the last committed turn
-    base_position: Mapped[int] = mapped_column(Integer, default=0)  # turns after this are in the state (rebase)
-    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    __table_args__ = (UniqueConstraint("platform", "external_id", name="uq_channel_platform_external"),)
-
-
-class Character(Base):
-    __tablename__ = "characters"
-    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(256))
-    source_format: Mapped[str] = mapped_column(String(32))
-    card: Mapped[dict] = mapped_column(JSON)  # the normalized card (bot.cards Card.to_json()), for inspection
-    filename: Mapped[str] = mapped_column(String(256))
-    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the file as imported: parsed again at start
-    avatar: Mapped[bytes | None] = mapped_column(LargeBinary)
-    origin: Mapped[str] = mapped_column(String(16), default="import")  # "dir" (characters/) or "import"
-    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class Turn(Base):
-    __tablename__ = "turns"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
-    position: Mapped[int] = mapped_column(Integer)  # 1, 2, ... (0 is the character's prompt and greeting)
-    kind: Mapped[str] = mapped_column(String(16))  # say | continue | as | edit ...
-    in_speaker: Mapped[str | None] = mapped_column(String(128))
-    in_text: Mapped[str | None] = mapped_column(Text)
-    out_speaker: Mapped[str] = mapped_column(String(128))
-    out_text: Mapped[str] = mapped_column(Text)
-    fed: Mapped[bytes] = mapped_column(LargeBinary)  # int32 token ids fed by this turn
-    prompt_len: Mapped[int] = mapped_column(Integer)  # the first tokens of `fed` are the cue, the rest the reply
-    feed_lengths: Mapped[list] = mapped_column(JSON)  # run-length [[length, count], ...] of forward calls
-    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    __table_args__ = (UniqueConstraint("channel_id", "position", name="uq_turn_position"),)
-
-
-class StateRow(Base):
-    __tablename__ = "states"
-    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    pinned: Mapped[bool] = mapped_column(Boolean, default=False)  # the initial state and rebase points stay
-    tokens: Mapped[int] = mapped_column(Integer)  # tokens in this state since its base (context fill)
-    header: Mapped[list] = mapped_column(JSON)  # [[dtype, shape], ...]
-    blob: Mapped[bytes] = mapped_column(LargeBinary)
-    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class InitialState(Base):
-    """A character's prefilled prompt, shared by every channel using it with the same model and prompt."""
-    __tablename__ = "initial_states"
-    prompt_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
-    character: Mapped[str] = mapped_column(String(64), index=True)
-    tokens: Mapped[int] = mapped_column(Integer)
-    header: Mapped[list] = mapped_column(JSON)
-    blob: Mapped[bytes] = mapped_column(LargeBinary)
-    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class Save(Base):
-    """A named checkpoint of a channel: its turns, character and the state at its head."""
-    __tablename__ = "saves"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(64))
-    snapshot: Mapped[dict] = mapped_column(JSON)  # channel fields and turns
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    tokens: Mapped[int] = mapped_column(Integer)
-    header: Mapped[list] = mapped_column(JSON)
-    blob: Mapped[bytes] = mapped_column(LargeBinary)
-    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    __table_args__ = (UniqueConstraint("channel_id", "name", name="uq_save_name"),)
-
-
-# ----- exact state bytes --------------------------------------------------------------------------------------
-@dataclass
-class PackedState:
-    header: list
-    blob: bytes
-
-
-def pack_state(state: State) -> PackedState:
-    header, parts = [], []
-    for t in state:
-        t = t.detach().to("cpu").contiguous()
-        header.append([str(t.dtype).removeprefix("torch."), list(t.shape)])
-        parts.append(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return PackedState(header, zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(b"".join(parts)))
-
-
-def unpack_state(header: Sequence, blob: bytes) -> State:
-    raw = bytearray(zstandard.ZstdDecompressor().decompress(blob))
-    state, offset = [], 0
-    for dtype_name, shape in header:
-        dtype = getattr(torch, dtype_name)
-        count = 1
-        for n in shape:
-            count *= n
-        size = count * torch.empty((), dtype=dtype).element_size()
-        flat = torch.frombuffer(raw, dtype=torch.uint8, count=size, offset=offset).clone()
-        state.append(flat.view(dtype).reshape(shape))
-        offset += size
-    if offset != len(raw):
-        raise ValueError("state blob does not match its header")
-    return state
-
-
-def tokens_to_bytes(tokens: Sequence[int]) -> bytes:
-    return torch.tensor(list(tokens), dtype=torch.int32).numpy().tobytes()
-
-
-def tokens_from_bytes(data: bytes) -> list[int]:
-    return torch.frombuffer(bytearray(data), dtype=torch.int32).tolist() if data else []
-
-
-def run_length(lengths: Sequence[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for n in lengths:
-        if out and out[-1][0] == n:
-            out[-1][1] += 1
-        else:
-            out.append([n, 1])
-    return out
-
-
-def expand_runs(runs: Sequence[Sequence[int]]) -> list[int]:
-    return [n for n, count in runs for _ in range(count)]
-
-
-def split_by_lengths(tokens: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
-    chunks, i = [], 0
-    for n in lengths:
-        chunks.append(list(tokens[i : i + n]))
-        i += n
-    if i != len(tokens):
-        raise ValueError("feed lengths do not match the tokens")
-    return chunks
-
-
-# ----- the store ----------------------------------------------------------------------------------------------
 @dataclass
 class StoredState:
     position: int
@@ -207,7 +35,7 @@ class Store:
         self.sessions: async_sessionmaker[AsyncSession] | None = None
 
     async def open(self, migrate: bool = True) -> None:
-        _ensure_sqlite_dir(self.url)
+        ensure_sqlite_dir(self.url)
         if migrate:
             await asyncio.to_thread(upgrade_database, self.url)
         kwargs: dict[str, Any] = {}
@@ -446,41 +274,3 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed turn survives a process kill
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
-
-
-def _ensure_sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite") and ":///" in url:
-        path = url.split(":///", 1)[1].split("?")[0]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-
-# ----- migrations ---------------------------------------------------------------------------------------------
-def migrations_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "migrations"
-
-
-def alembic_config(url: str):
-    from alembic.config import Config as AlembicConfig
-
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
-
-def upgrade_database(url: str, revision: str = "head") -> None:
-    from alembic import command
-
-    _ensure_sqlite_dir(url)
-    command.upgrade(alembic_config(url), revision)
-
-
-def downgrade_database(url: str, revision: str) -> None:
-    from alembic import command
-
-    command.downgrade(alembic_config(url), revision)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.engine.conversations import ChannelKey
+from bot.conversations import ChannelKey
 
 
 class ArrivalOrder:

@@ -19,13 +19,13 @@ def _url(args: argparse.Namespace) -> str | None:
 
 
 def upgrade_command(args: argparse.Namespace) -> int:
-    from bot.engine.store import upgrade_database
+    from bot.store import upgrade_database
 
     return _migrate(args, upgrade_database, "database at revision {}")
 
 
 def downgrade_command(args: argparse.Namespace) -> int:
-    from bot.engine.store import downgrade_database
+    from bot.store import downgrade_database
 
     return _migrate(args, downgrade_database, "database downgraded to {}")
 
@@ -40,7 +40,7 @@ def _migrate(args: argparse.Namespace, migrate, done: str) -> int:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    from bot.engine.store import Store
+    from bot.store import Store
 
     url = _url(args)
     if url is None:
@@ -68,7 +68,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
     import torch
 
-    from bot.engine.store import Store, pack_state, unpack_state
+    from bot.store import Store, pack_state, unpack_state
 
     layers, dim = args.layers, args.dim
     heads = dim // 64

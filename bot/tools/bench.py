@@ -306,7 +306,7 @@ def _top_kernels(prof, steps: int) -> list:
 
 
 def _make_weights(version: int, layers: int, dim: int, dtype, device) -> dict:
-    from bot.engine.demo_model import rwkv6_weights, rwkv7_weights
+    from bot.tools.demo_model import rwkv6_weights, rwkv7_weights
 
     make = rwkv7_weights if version == 7 else rwkv6_weights
     return make(layers, dim, vocab=VOCAB, seed=1234, dtype=dtype, device=device)

@@ -1,0 +1,11 @@
+"""Conversations: each channel's character, turns, undo/regen/edit, saves and rebases, and its exact RNN state.
+
+The layer between the commands and the machinery below it: it assembles prompts with `bot.cards`, keeps history
+and states with `bot.store`, and hands token work to `bot.engine`.
+"""
+from bot.conversations.characters import Library
+from bot.conversations.conversations import (Busy, ChannelKey, ChannelView, ConversationError, Conversations,
+                                             TurnResult, TurnStream)
+
+__all__ = ["Busy", "ChannelKey", "ChannelView", "ConversationError", "Conversations", "Library", "TurnResult",
+           "TurnStream"]

@@ -1,0 +1,107 @@
+"""The database tables: channels, their turns, exact state snapshots, saves, and the character library.
+
+A channel's history is a list of turns; a turn is one exchange: an optional line spoken to the character
+(`in_speaker`/`in_text`) and the character's reply. Each turn stores the exact tokens it fed and how they were
+split into forward calls, so any state can be rebuilt bit for bit by replaying turns from an older snapshot.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Channel(Base):
+    __tablename__ = "channels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    character: Mapped[str | None] = mapped_column(String(64))  # content hash of the card in `characters`
+    greeting_index: Mapped[int] = mapped_column(Integer, default=0)
+    user_label: Mapped[str] = mapped_column(String(128), default="User")  # {{user}} in the character's prompt
+    params: Mapped[dict] = mapped_column(JSON, default=dict)  # sampling overrides; defaults come from config
+    chat_format: Mapped[str] = mapped_column(String(32), default="names")
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    head: Mapped[int] = mapped_column(Integer, default=0)  # position of the last committed turn
+    base_position: Mapped[int] = mapped_column(Integer, default=0)  # turns after this are in the state (rebase)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    __table_args__ = (UniqueConstraint("platform", "external_id", name="uq_channel_platform_external"),)
+
+
+class Character(Base):
+    __tablename__ = "characters"
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    source_format: Mapped[str] = mapped_column(String(32))
+    card: Mapped[dict] = mapped_column(JSON)  # the normalized card (bot.cards Card.to_json()), for inspection
+    filename: Mapped[str] = mapped_column(String(256))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the file as imported: parsed again at start
+    avatar: Mapped[bytes | None] = mapped_column(LargeBinary)
+    origin: Mapped[str] = mapped_column(String(16), default="import")  # "dir" (characters/) or "import"
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Turn(Base):
+    __tablename__ = "turns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 1, 2, ... (0 is the character's prompt and greeting)
+    kind: Mapped[str] = mapped_column(String(16))  # say | continue | as | edit ...
+    in_speaker: Mapped[str | None] = mapped_column(String(128))
+    in_text: Mapped[str | None] = mapped_column(Text)
+    out_speaker: Mapped[str] = mapped_column(String(128))
+    out_text: Mapped[str] = mapped_column(Text)
+    fed: Mapped[bytes] = mapped_column(LargeBinary)  # int32 token ids fed by this turn
+    prompt_len: Mapped[int] = mapped_column(Integer)  # the first tokens of `fed` are the cue, the rest the reply
+    feed_lengths: Mapped[list] = mapped_column(JSON)  # run-length [[length, count], ...] of forward calls
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("channel_id", "position", name="uq_turn_position"),)
+
+
+class StateRow(Base):
+    __tablename__ = "states"
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)  # the initial state and rebase points stay
+    tokens: Mapped[int] = mapped_column(Integer)  # tokens in this state since its base (context fill)
+    header: Mapped[list] = mapped_column(JSON)  # [[dtype, shape], ...]
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class InitialState(Base):
+    """A character's prefilled prompt, shared by every channel using it with the same model and prompt."""
+    __tablename__ = "initial_states"
+    prompt_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    character: Mapped[str] = mapped_column(String(64), index=True)
+    tokens: Mapped[int] = mapped_column(Integer)
+    header: Mapped[list] = mapped_column(JSON)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Save(Base):
+    """A named checkpoint of a channel: its turns, character and the state at its head."""
+    __tablename__ = "saves"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    snapshot: Mapped[dict] = mapped_column(JSON)  # channel fields and turns
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    tokens: Mapped[int] = mapped_column(Integer)
+    header: Mapped[list] = mapped_column(JSON)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("channel_id", "name", name="uq_save_name"),)
