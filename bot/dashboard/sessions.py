@@ -55,12 +55,11 @@ class Sessions:
     def sign_in(self, current: Session | None, grant: Context) -> Session:
         """A session holding `grant`: the browser's own one when the same person signs in from another chat
         (their chats add up), else a new one (a new id, so a planted cookie never gains a sign-in)."""
-        if current is not None and identity(current.grants[-1]) == identity(grant):
-            current.grants = [g for g in current.grants if g.key != grant.key] + [grant]
+        grants = [grant]
+        if current is not None:
+            if identity(current.grants[-1]) == identity(grant):
+                grants = [g for g in current.grants if g.key != grant.key] + [grant]
             self.drop(current.id)
-            grants = current.grants
-        else:
-            grants = [grant]
         session = Session(secrets.token_urlsafe(32), grants, secrets.token_urlsafe(32),
                           self.clock() + SESSION_SECONDS)
         self._by_id[session.id] = session
