@@ -159,6 +159,19 @@ async def test_scope_covers_the_chats_signed_in_from_and_the_terminal_covers_all
     assert admin.visible_channels([group, local]) is None
 
 
+def test_sign_ins_from_several_chats_add_up_and_another_person_starts_afresh():
+    from bot.commands import admin
+    from bot.dashboard.sessions import Sessions
+
+    sessions = Sessions()
+    first = sessions.sign_in(None, ctx(platform="telegram", channel="-1", user="Alice"))
+    both = sessions.sign_in(first, ctx(platform="telegram", channel="-2", user="Alice"))
+    assert admin.visible_channels(both.grants) == {"telegram:-1", "telegram:-2"}
+    assert sessions.get(first.id) is None and both.id != first.id and both.csrf != first.csrf
+    other = sessions.sign_in(both, ctx(platform="telegram", channel="-3", user="Mallory"))
+    assert admin.visible_channels(other.grants) == {"telegram:-3"} and sessions.get(both.id) is None
+
+
 async def test_titles_are_remembered_without_touching_last_activity(app):
     from bot.commands import admin
 
