@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Config, ConfigError, load_config
+from bot.libraries import MissingLibrary, import_optional
 from bot.logs import setup_logging
 
 log = logging.getLogger("bot")
@@ -172,15 +173,28 @@ async def serve(config: Config, *, terminal: bool, character: str | None = None,
 
 def _platform_runners(app: App) -> list:
     runners = []
-    if app.config.telegram.token:
-        from bot.adapters.telegram import run_telegram
-
-        runners.append(lambda stop: run_telegram(app, stop))
-    if app.config.discord.token:
-        from bot.adapters.discord import run_discord
-
-        runners.append(lambda stop: run_discord(app, stop))
+    for name, adapter in _platforms(app.config):
+        runners.append(lambda stop, run=getattr(adapter, f"run_{name}"): run(app, stop))
     return runners
+
+
+def _platforms(config: Config) -> list[tuple[str, object]]:
+    """(name, adapter module) of every platform with a token; a missing platform library is MissingLibrary."""
+    return [(name, import_optional(f"bot.adapters.{name}", f"{name}.token"))
+            for name in ("telegram", "discord") if getattr(config, name).token]
+
+
+def check_libraries(config: Config, terminal: bool) -> None:
+    """Import what the configuration needs before the model loads (MissingLibrary names what to install)."""
+    from bot.store.migrate import import_driver
+
+    import_driver(config.database.url)
+    if config.metrics.port:
+        import_optional("prometheus_client", "metrics.port")
+    if not terminal:
+        _platforms(config)
+        if config.telegram.token:  # PTB's rate limiter imports it only when built
+            import_optional("aiolimiter", "telegram.token (python-telegram-bot[rate-limiter])")
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -199,9 +213,10 @@ def _start(args: argparse.Namespace, terminal: bool) -> int:
     from bot.engine.model import ModelError
 
     try:
+        check_libraries(config, terminal)
         return asyncio.run(serve(config, terminal=terminal, character=getattr(args, "character", None),
                                  channel=getattr(args, "channel", "terminal")))
-    except ModelError as exc:
+    except (ModelError, MissingLibrary) as exc:
         print(f"rwkv-bot: {exc}", file=sys.stderr)
         return 2
 

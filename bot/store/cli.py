@@ -3,11 +3,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
 
 from bot.config import ConfigError, load_config
+from bot.libraries import MissingLibrary
+
+# What stops a db command with one line on stderr and exit code 2.
+_ONE_LINE_ERRORS = (MissingLibrary,)
+
+
+def _one_line_errors(command):
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except _ONE_LINE_ERRORS as exc:
+            print(f"rwkv-bot: {exc}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _url(args: argparse.Namespace) -> str | None:
@@ -18,12 +35,14 @@ def _url(args: argparse.Namespace) -> str | None:
         return None
 
 
+@_one_line_errors
 def upgrade_command(args: argparse.Namespace) -> int:
     from bot.store import upgrade_database
 
     return _migrate(args, upgrade_database, "database at revision {}")
 
 
+@_one_line_errors
 def downgrade_command(args: argparse.Namespace) -> int:
     from bot.store import downgrade_database
 
@@ -39,6 +58,7 @@ def _migrate(args: argparse.Namespace, migrate, done: str) -> int:
     return 0
 
 
+@_one_line_errors
 def check_command(args: argparse.Namespace) -> int:
     from bot.store import Store
 
@@ -62,6 +82,7 @@ def check_command(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+@_one_line_errors
 def bench_command(args: argparse.Namespace) -> int:
     """Save and load one state of a given shape through the store (default: 1.5B, 24 x 2048)."""
     import tempfile

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from bot.libraries import missing_library
+
 
 def migrations_dir() -> Path:
     return Path(str(resources.files("bot.store") / "migrations"))
@@ -22,6 +24,7 @@ def alembic_config(url: str):
 def upgrade_database(url: str, revision: str = "head") -> None:
     from alembic import command
 
+    import_driver(url)
     ensure_sqlite_dir(url)
     command.upgrade(alembic_config(url), revision)
 
@@ -29,7 +32,18 @@ def upgrade_database(url: str, revision: str = "head") -> None:
 def downgrade_database(url: str, revision: str) -> None:
     from alembic import command
 
+    import_driver(url)
     command.downgrade(alembic_config(url), revision)
+
+
+def import_driver(url: str) -> None:
+    """Import the database driver the URL names (asyncpg for postgresql+asyncpg://): a missing one is one line."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except ModuleNotFoundError as error:
+        raise missing_library(error, f"database.url {url.split(':', 1)[0]}://...") from None
 
 
 def ensure_sqlite_dir(url: str) -> None:

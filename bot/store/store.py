@@ -12,7 +12,7 @@ from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.store.codec import State, pack_state, unpack_state
-from bot.store.migrate import ensure_sqlite_dir, upgrade_database
+from bot.store.migrate import ensure_sqlite_dir, import_driver, upgrade_database
 from bot.store.models import Base, Channel, Character, InitialState, Save, StateRow, Turn, utcnow
 
 
@@ -35,6 +35,7 @@ class Store:
         self.sessions: async_sessionmaker[AsyncSession] | None = None
 
     async def open(self, migrate: bool = True) -> None:
+        import_driver(self.url)
         ensure_sqlite_dir(self.url)
         if migrate:
             await asyncio.to_thread(upgrade_database, self.url)
