@@ -96,6 +96,7 @@ def load_backend(config: Config):
 
 
 async def build_app(config: Config, backend=None) -> App:
+    from bot.cards import sample_cards_dir
     from bot.commands import Commands
     from bot.conversations import Conversations
     from bot.engine.model import file_id
@@ -114,7 +115,8 @@ async def build_app(config: Config, backend=None) -> App:
     await engine.start()
     store = Store(config.database.url, snapshots=config.database.snapshots)
     await store.open()
-    library = Library(store, config.characters.dir, config.characters.default)
+    library = Library(store, config.characters.dir, config.characters.default,
+                      samples_dir=sample_cards_dir() if config.characters.samples else None)
     await library.load()
     state_id = file_id(Path(config.model.state).expanduser()) if config.model.state else ""
     conversations = Conversations(

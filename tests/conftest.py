@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHARACTERS = ROOT / "characters"
+CHARACTERS = ROOT / "bot" / "cards" / "samples"
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,

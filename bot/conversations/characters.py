@@ -1,4 +1,5 @@
-"""The character library: cards from the `characters/` directory and cards imported on the platforms.
+"""The character library: the sample cards shipped with the package, cards from the `characters/` directory and
+cards imported on the platforms.
 
 Every card is kept in the database by content hash, so a channel's character survives restarts even when its
 file is renamed or removed. Cards are parsed again from their stored bytes at start (one parser, one truth).
@@ -18,22 +19,28 @@ MAX_IMPORT_BYTES = 20 << 20
 
 
 class Library:
-    def __init__(self, store: Store, cards_dir: str | Path | None, default_name: str = ""):
+    def __init__(self, store: Store, cards_dir: str | Path | None, default_name: str = "",
+                 samples_dir: str | Path | None = None):
         self.store = store
         self.cards_dir = Path(cards_dir) if cards_dir else None
+        self.samples_dir = Path(samples_dir) if samples_dir else None  # None: samples off
         self.default_name = default_name
         self._by_hash: dict[str, Card] = {}
         self._listed: list[Card] = []  # what /char list and name lookup see: one card per name, newest wins
 
     async def load(self) -> None:
-        """Scan the directory (bad files are logged and skipped), then read every stored card."""
-        if self.cards_dir and self.cards_dir.is_dir():
-            cards, errors = scan_directory(self.cards_dir)
-            for path, problem in errors:
-                log.warning("skipping character file %s: %s", path, problem)
-            for card, path in cards:
-                await self._store(card, path.name, path.read_bytes(), origin="dir")
+        """Scan the samples, then the directory (bad files are logged and skipped; of two cards with one name the
+        directory's wins), then read every stored card."""
+        for directory, origin in ((self.samples_dir, "sample"), (self.cards_dir, "dir")):
+            if directory and directory.is_dir():
+                cards, errors = scan_directory(directory)
+                for path, problem in errors:
+                    log.warning("skipping character file %s: %s", path, problem)
+                for card, path in cards:
+                    await self._store(card, path.name, path.read_bytes(), origin=origin)
         for row in await self.store.characters():
+            if row.origin == "sample" and self.samples_dir is None:
+                continue
             try:
                 card = parse_card(row.raw, row.filename)
             except CardError as exc:  # a parser change refusing an old import: keep running without it

@@ -1,0 +1,44 @@
+"""The character library at start: the sample cards shipped in the package, the owner's `characters.dir`, and
+what the database remembers."""
+from __future__ import annotations
+
+import json
+
+from bot.cards import sample_cards_dir
+from bot.conversations.characters import Library
+from bot.store import Store
+
+
+async def open_store(tmp_path) -> Store:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    await store.open()
+    return store
+
+
+async def test_samples_serve_without_a_directory_and_the_owners_card_of_the_same_name_wins(tmp_path):
+    store = await open_store(tmp_path)
+    try:
+        library = Library(store, tmp_path / "no-such-dir", samples_dir=sample_cards_dir())
+        await library.load()
+        assert sorted(library.names()) == sorted(["Mira", "林小满"])
+
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / "mira.json").write_text(json.dumps({"name": "Mira", "description": "the owner's own Mira"}))
+        library = Library(store, mine, samples_dir=sample_cards_dir())
+        await library.load()
+        assert library.find("Mira").description == "the owner's own Mira"
+        assert library.find("林小满") is not None
+    finally:
+        await store.close()
+
+
+async def test_samples_switched_off_are_not_offered_even_when_an_earlier_start_stored_them(tmp_path):
+    store = await open_store(tmp_path)
+    try:
+        await Library(store, None, samples_dir=sample_cards_dir()).load()
+        library = Library(store, None, samples_dir=None)
+        await library.load()
+        assert library.names() == []
+    finally:
+        await store.close()
