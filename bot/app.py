@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -96,40 +97,46 @@ def load_backend(config: Config):
 
 
 async def build_app(config: Config, backend=None) -> App:
+    """The database and the characters first (seconds, and where a bad URL or card setting is reported), then
+    the model (minutes for a large one). Whatever was started is closed again when a later part fails."""
     from bot.cards import sample_cards_dir
     from bot.commands import Commands
     from bot.conversations import Conversations
+    from bot.conversations.characters import Library
     from bot.engine.model import file_id
     from bot.engine.scheduler import Engine
-    from bot.store import Store
     from bot.engine.tokenizer import world_tokenizer
-    from bot.conversations.characters import Library
-
     from bot.metrics import Metrics
+    from bot.store import Store
 
-    backend = backend or await asyncio.to_thread(load_backend, config)
-    metrics = Metrics(config.metrics.port)
-    engine = Engine(backend, world_tokenizer(), chunk_len=config.model.chunk_len, max_batch=config.model.max_batch,
-                    metrics=metrics)
-    metrics.track_queue(engine.queue_depth)
-    await engine.start()
-    store = Store(config.database.url, snapshots=config.database.snapshots)
-    await store.open()
-    library = Library(store, config.characters.dir, config.characters.default,
-                      samples_dir=sample_cards_dir() if config.characters.samples else None)
-    await library.load()
-    state_id = file_id(Path(config.model.state).expanduser()) if config.model.state else ""
-    conversations = Conversations(
-        engine, store, library, sampling_defaults=config.sampling_defaults,
-        max_context_tokens=config.model.max_context_tokens, hot_states=config.database.hot_states,
-        max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
-        channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id)
-    commands = Commands(conversations, library, max_saves=config.limits.max_saves, metrics=metrics,
-                        user_per_minute=config.limits.user_messages_per_minute,
-                        channel_per_minute=config.limits.channel_messages_per_minute)
-    app = App(config, engine, store, library, conversations, commands, metrics)
-    commands.status = lambda: status_of(app)
-    return app
+    async with contextlib.AsyncExitStack() as started:
+        store = Store(config.database.url, snapshots=config.database.snapshots)
+        await store.open()
+        started.push_async_callback(store.close)
+        library = Library(store, config.characters.dir, config.characters.default,
+                          samples_dir=sample_cards_dir() if config.characters.samples else None)
+        await library.load()
+        backend = backend or await asyncio.to_thread(load_backend, config)
+        metrics = Metrics(config.metrics.port)
+        started.callback(metrics.close)
+        engine = Engine(backend, world_tokenizer(), chunk_len=config.model.chunk_len,
+                        max_batch=config.model.max_batch, metrics=metrics)
+        metrics.track_queue(engine.queue_depth)
+        await engine.start()
+        started.push_async_callback(engine.close)
+        state_id = file_id(Path(config.model.state).expanduser()) if config.model.state else ""
+        conversations = Conversations(
+            engine, store, library, sampling_defaults=config.sampling_defaults,
+            max_context_tokens=config.model.max_context_tokens, hot_states=config.database.hot_states,
+            max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
+            channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id)
+        commands = Commands(conversations, library, max_saves=config.limits.max_saves, metrics=metrics,
+                            user_per_minute=config.limits.user_messages_per_minute,
+                            channel_per_minute=config.limits.channel_messages_per_minute)
+        app = App(config, engine, store, library, conversations, commands, metrics)
+        commands.status = lambda: status_of(app)
+        started.pop_all()  # the app owns them now: App.close
+        return app
 
 
 def status_of(app: App) -> dict:
@@ -214,11 +221,13 @@ def _start(args: argparse.Namespace, terminal: bool) -> int:
     setup_logging(secrets=[config.telegram.token, config.discord.token])
     from bot.engine.model import ModelError
 
+    from bot.store.errors import StoreError
+
     try:
         check_libraries(config, terminal)
         return asyncio.run(serve(config, terminal=terminal, character=getattr(args, "character", None),
                                  channel=getattr(args, "channel", "terminal")))
-    except (ModelError, MissingLibrary) as exc:
+    except (ModelError, MissingLibrary, StoreError) as exc:
         print(f"rwkv-bot: {exc}", file=sys.stderr)
         return 2
 

@@ -9,11 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("RWKV_TEST_POSTGRES_URL", "")
 CHARACTERS = ROOT / "bot" / "cards" / "samples"
 
 
@@ -94,3 +96,24 @@ async def app(config_file):
     application = await build_app(load_config(config_file, env={}))
     yield application
     await application.close()
+
+
+@pytest.fixture
+async def postgres_url():
+    """A fresh, empty PostgreSQL database (dropped afterwards); skipped with the reason where there is none."""
+    if not POSTGRES_URL:
+        pytest.skip("RWKV_TEST_POSTGRES_URL is not set (.ci/run sets it); PostgreSQL tests skipped")
+    import asyncpg
+
+    base = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    try:
+        admin = await asyncpg.connect(base, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} unreachable: {exc}")
+    name = f"rwkvbot_{uuid.uuid4().hex[:10]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -10,9 +10,10 @@ import time
 
 from bot.config import ConfigError, load_config
 from bot.libraries import MissingLibrary
+from bot.store.errors import StoreError
 
 # What stops a db command with one line on stderr and exit code 2.
-_ONE_LINE_ERRORS = (MissingLibrary,)
+_ONE_LINE_ERRORS = (MissingLibrary, StoreError)
 
 
 def _one_line_errors(command):
@@ -35,46 +36,71 @@ def _url(args: argparse.Namespace) -> str | None:
         return None
 
 
+def _with_store(url: str, work, **open_args):
+    """asyncio.run(work(store)) on an opened Store."""
+    from bot.store import Store
+
+    async def run():
+        store = Store(url)
+        await store.open(**open_args)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 @_one_line_errors
 def upgrade_command(args: argparse.Namespace) -> int:
-    from bot.store import upgrade_database
-
-    return _migrate(args, upgrade_database, "database at revision {}")
+    url = _url(args)
+    if url is None:
+        return 2
+    revision = _with_store(url, lambda store: store.revision(), revision=args.revision)
+    print(f"database at revision {revision or 'base'}")
+    return 0
 
 
 @_one_line_errors
 def downgrade_command(args: argparse.Namespace) -> int:
-    from bot.store import downgrade_database
+    """Says what the downgrade deletes (rows counted), and does it only with --yes."""
+    from bot.store.migrate import downgrade_database, downgrade_losses, downgrade_steps
 
-    return _migrate(args, downgrade_database, "database downgraded to {}")
-
-
-def _migrate(args: argparse.Namespace, migrate, done: str) -> int:
     url = _url(args)
     if url is None:
         return 2
-    migrate(url, args.revision)
-    print(done.format(args.revision))
+
+    async def plan(store):
+        current = await store.revision()
+        steps = downgrade_steps(current, args.revision)
+        losses = downgrade_losses(steps)
+        return current, steps, losses, await store.row_counts([name for name, _ in losses if name])
+
+    current, steps, losses, counts = _with_store(url, plan, migrate=False)
+    if not steps:
+        print(f"nothing to downgrade: the database is at revision {current or 'base'}")
+        return 0
+    target = steps[-1].down_revision or "base"
+    print(f"downgrading from revision {current} to {target} deletes:")
+    for name, what in losses:
+        if name:
+            print(f"  {name}: {counts.get(name, 0)} rows ({what})")
+        else:
+            print(f"  whatever migration {what} added (it does not say)")
+    if not args.yes:
+        print("nothing was changed; run again with --yes to downgrade", file=sys.stderr)
+        return 1
+    downgrade_database(url, args.revision)
+    print(f"database downgraded to {target}")
     return 0
 
 
 @_one_line_errors
 def check_command(args: argparse.Namespace) -> int:
-    from bot.store import Store
-
     url = _url(args)
     if url is None:
         return 2
-
-    async def check() -> list[str]:
-        store = Store(url)
-        await store.open(migrate=False)
-        try:
-            return await store.check()
-        finally:
-            await store.close()
-
-    problems = asyncio.run(check())
+    problems = _with_store(url, lambda store: store.check(), migrate=False)
     for problem in problems:
         print(problem)
     if not problems:
