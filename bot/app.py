@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import Config, ConfigError, load_config
+from bot.config import SCHEMA, Config, ConfigError, load_config
 from bot.libraries import MissingLibrary, import_optional
 from bot.logs import setup_logging
 
@@ -64,11 +64,14 @@ def load_backend(config: Config):
     path = _model_path(config)
     strategy = config.model.strategy or default_strategy()
     stages = ["reading checkpoint", "importing rwkv", "loading weights", "ready"]
+    # A bar only on a terminal: in a piped log its carriage returns garble the lines; there each stage is a line.
     with tqdm(total=len(stages), desc="loading model", file=sys.stderr, leave=False,
-              bar_format="{desc}: {n}/{total} {postfix}") as bar:
+              bar_format="{desc}: {n}/{total} {postfix}", disable=not sys.stderr.isatty()) as bar:
         def progress(stage: str) -> None:
             bar.set_postfix_str(stage)
             bar.update(1)
+            if bar.disable:
+                log.info("loading model: %s", stage)
 
         progress(stages[0])
         kind = config.model.backend
@@ -96,9 +99,34 @@ def load_backend(config: Config):
     return backend
 
 
-async def build_app(config: Config, backend=None) -> App:
+class StartError(Exception):
+    """A setting the bot cannot start with (a missing card directory, a character that is not there): one line."""
+
+
+def check_characters_dir(config: Config) -> None:
+    """A `characters.dir` the owner named must exist; the default one may be missing (the samples serve then)."""
+    directory = Path(config.characters.dir).expanduser()
+    if directory.is_dir():
+        return
+    if directory.exists() or config.characters.dir != SCHEMA["characters"]["dir"].default:
+        raise StartError(f"characters.dir {directory}: not a directory")
+    log.info("no %s/ directory: put your character cards there (the sample cards are offered meanwhile)",
+             config.characters.dir)
+
+
+def check_characters(library, config: Config, character: str | None) -> None:
+    """`characters.default` and `--character` must name a card."""
+    known = ", ".join(library.names()) or "none"
+    if config.characters.default and library.find(config.characters.default) is None:
+        raise StartError(f"characters.default {config.characters.default!r} names no card (characters: {known})")
+    if character and library.find(character) is None:
+        raise StartError(f"no character named {character!r} (characters: {known})")
+
+
+async def build_app(config: Config, backend=None, *, character: str | None = None) -> App:
     """The database and the characters first (seconds, and where a bad URL or card setting is reported), then
-    the model (minutes for a large one). Whatever was started is closed again when a later part fails."""
+    the model (minutes for a large one). Whatever was started is closed again when a later part fails.
+    `character`: a card that must exist (`chat --character`)."""
     from bot.cards import sample_cards_dir
     from bot.commands import Commands
     from bot.conversations import Conversations
@@ -116,6 +144,7 @@ async def build_app(config: Config, backend=None) -> App:
         library = Library(store, config.characters.dir, config.characters.default,
                           samples_dir=sample_cards_dir() if config.characters.samples else None)
         await library.load()
+        check_characters(library, config, character)
         backend = backend or await asyncio.to_thread(load_backend, config)
         metrics = Metrics(config.metrics.port)
         started.callback(metrics.close)
@@ -147,7 +176,7 @@ def status_of(app: App) -> dict:
 
 
 async def serve(config: Config, *, terminal: bool, character: str | None = None, channel: str = "terminal") -> int:
-    app = await build_app(config)
+    app = await build_app(config, character=character)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -225,9 +254,10 @@ def _start(args: argparse.Namespace, terminal: bool) -> int:
 
     try:
         check_libraries(config, terminal)
+        check_characters_dir(config)
         return asyncio.run(serve(config, terminal=terminal, character=getattr(args, "character", None),
                                  channel=getattr(args, "channel", "terminal")))
-    except (ModelError, MissingLibrary, StoreError) as exc:
+    except (ModelError, MissingLibrary, StoreError, StartError) as exc:
         print(f"rwkv-bot: {exc}", file=sys.stderr)
         return 2
 

@@ -104,3 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+
+
+if __name__ == "__main__":  # python -m bot.cli (python -m bot works too)
+    raise SystemExit(main())

@@ -46,6 +46,11 @@ def installed(tmp_path_factory) -> tuple[Path, str]:
     return venv / "bin", result.stdout + result.stderr
 
 
+def test_install_gives_no_setuptools_deprecation_warning(installed):
+    _, output = installed
+    assert "deprecated" not in output.lower() and "project.license" not in output, output
+
+
 def test_installed_package_is_not_the_working_tree(installed, tmp_path):
     bin_dir, _ = installed
     where = subprocess.run([str(bin_dir / "python"), "-c", "import bot; print(bot.__file__)"], cwd=tmp_path,
