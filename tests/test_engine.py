@@ -121,7 +121,7 @@ def test_terminal_chat_undo_prints_the_same_reply_twice(tmp_path, demo7):
     result = run_cli("chat", "--config", str(config), input=script, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    undo = lines.index("Took back 1 exchange(s).")
+    undo = lines.index("Took back 1 exchange.")
     assert lines[undo - 1] == lines[undo + 1] and lines[undo + 1].startswith("Mira: ")
     assert "Goose" not in result.stdout and "Loading" not in result.stdout  # the package's banners: stderr
     assert "RWKV-7" in result.stderr or "Goose" in result.stderr
