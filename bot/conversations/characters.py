@@ -6,6 +6,7 @@ file is renamed or removed. Cards are parsed again from their stored bytes at st
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from pathlib import Path
@@ -33,37 +34,36 @@ class Library:
         directory's wins), then read every stored card."""
         for directory, origin in ((self.samples_dir, "sample"), (self.cards_dir, "dir")):
             if directory and directory.is_dir():
-                cards, errors = scan_directory(directory)
+                # Parsing is CPU work that a hostile file can make long: never on the event loop.
+                cards, errors = await asyncio.to_thread(_scan_with_bytes, directory)
                 for path, problem in errors:
                     log.warning("skipping character file %s: %s", path, problem)
-                for card, path in cards:
-                    await self._store(card, path.name, path.read_bytes(), origin=origin)
-        for row in await self.store.characters():
-            if row.origin == "sample" and self.samples_dir is None:
+                for card, path, raw in cards:
+                    await self._store(card, path.name, raw, origin=origin)
+        rows = [row for row in await self.store.characters() if row.content_hash not in self._by_hash
+                and not (row.origin == "sample" and self.samples_dir is None)]
+        for row, parsed in zip(rows, await asyncio.to_thread(lambda: [_parse_stored(row) for row in rows])):
+            if isinstance(parsed, CardError):  # a parser change refusing an old import: keep running without it
+                log.warning("stored character %s no longer parses: %s", row.name, parsed)
                 continue
-            try:
-                card = parse_card(row.raw, row.filename)
-            except CardError as exc:  # a parser change refusing an old import: keep running without it
-                log.warning("stored character %s no longer parses: %s", row.name, exc)
-                continue
-            if row.avatar and not card.avatar:
-                card = dataclasses.replace(card, avatar=row.avatar)
-            self._by_hash[row.content_hash] = card
+            if row.avatar and not parsed.avatar:
+                parsed = dataclasses.replace(parsed, avatar=row.avatar)
+            self._by_hash[row.content_hash] = parsed
         self._reindex()
 
     async def import_card(self, filename: str, data: bytes) -> tuple[Card, bool]:
         """Parse and add a card; returns (card, is_new). Raises CardError with one clear line."""
         if len(data) > MAX_IMPORT_BYTES:
             raise CardError(f"file is {len(data) >> 20} MiB; the limit is {MAX_IMPORT_BYTES >> 20} MiB")
-        card = parse_card(data, filename)
+        card = await asyncio.to_thread(parse_card, data, filename)
         is_new = await self._store(card, filename, data, origin="import")
         self._reindex()
         return card, is_new
 
     async def _store(self, card: Card, filename: str, raw: bytes, origin: str) -> bool:
-        key = card.content_hash()
+        key, normalized = await asyncio.to_thread(lambda: (card.content_hash(), card.to_json()))  # large cards: slow
         self._by_hash[key] = card
-        return await self.store.put_character(key, card.name, card.source_format, card.to_json(), filename, raw,
+        return await self.store.put_character(key, card.name, card.source_format, normalized, filename, raw,
                                               card.avatar, origin)
 
     def _reindex(self) -> None:
@@ -90,3 +90,15 @@ class Library:
             if card:
                 return card
         return self._listed[0] if self._listed else None
+
+
+def _scan_with_bytes(directory: Path) -> tuple[list[tuple[Card, Path, bytes]], list[tuple[Path, str]]]:
+    cards, errors = scan_directory(directory)
+    return [(card, path, path.read_bytes()) for card, path in cards], errors
+
+
+def _parse_stored(row) -> Card | CardError:
+    try:
+        return parse_card(row.raw, row.filename)
+    except CardError as exc:
+        return exc
