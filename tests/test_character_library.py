@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from sqlalchemy.exc import IntegrityError
+
 from bot.cards import sample_cards_dir
 from bot.conversations.characters import Library
 from bot.store import Store
@@ -40,5 +43,24 @@ async def test_samples_switched_off_are_not_offered_even_when_an_earlier_start_s
         library = Library(store, None, samples_dir=None)
         await library.load()
         assert library.names() == []
+    finally:
+        await store.close()
+
+
+async def test_a_card_the_database_refuses_leaves_no_ghost(tmp_path):
+    """The database refusing a card (here a trigger, as PostgreSQL refuses text it cannot store) fails the import,
+    and the card is not listed later, not even after the next import succeeds."""
+    store = await open_store(tmp_path)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON characters WHEN NEW.name = 'Ghost' "
+                                       "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        library = Library(store, None)
+        await library.load()
+        ghost = json.dumps({"name": "Ghost", "description": "never stored"}).encode()
+        with pytest.raises(IntegrityError, match="refused"):
+            await library.import_card("ghost.json", ghost)
+        card, is_new = await library.import_card("real.json", json.dumps({"name": "Real"}).encode())
+        assert is_new and library.names() == ["Real"] and library.find("Ghost") is None
     finally:
         await store.close()

@@ -61,10 +61,12 @@ class Library:
         return card, is_new
 
     async def _store(self, card: Card, filename: str, raw: bytes, origin: str) -> bool:
+        """Into the database, then into memory: a card the database refused must not stay listed (a ghost)."""
         key, normalized = await asyncio.to_thread(lambda: (card.content_hash(), card.to_json()))  # large cards: slow
+        is_new = await self.store.put_character(key, card.name, card.source_format, normalized, filename, raw,
+                                                card.avatar, origin)
         self._by_hash[key] = card
-        return await self.store.put_character(key, card.name, card.source_format, normalized, filename, raw,
-                                              card.avatar, origin)
+        return is_new
 
     def _reindex(self) -> None:
         by_name: dict[str, Card] = {}
