@@ -110,12 +110,13 @@ def check_characters_dir(config: Config) -> None:
         return
     if directory.exists() or config.characters.dir != SCHEMA["characters"]["dir"].default:
         raise StartError(f"characters.dir {directory}: not a directory")
-    log.info("no %s/ directory: put your character cards there (the sample cards are offered meanwhile)",
-             config.characters.dir)
 
 
 def check_characters(library, config: Config, character: str | None) -> None:
     """`characters.default` and `--character` must name a card."""
+    if not Path(config.characters.dir).expanduser().is_dir():  # the default one, or check_characters_dir refused
+        log.info("no %s/ directory: put your character cards there (the sample cards are offered meanwhile)",
+                 config.characters.dir)
     known = ", ".join(library.names()) or "none"
     if config.characters.default and library.find(config.characters.default) is None:
         raise StartError(f"characters.default {config.characters.default!r} names no card (characters: {known})")
