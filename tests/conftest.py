@@ -117,3 +117,12 @@ async def postgres_url():
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """Each database kind in turn: one that does not exist yet (SQLite: no file, not even its directory) or exists
+    empty (PostgreSQL)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'db' / 'bot.db'}"
+    return request.getfixturevalue("postgres_url")

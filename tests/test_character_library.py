@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from bot.cards import sample_cards_dir
+from bot.cards import CardError, sample_cards_dir
 from bot.conversations.characters import Library
 from bot.store import Store
 
@@ -62,5 +62,20 @@ async def test_a_card_the_database_refuses_leaves_no_ghost(tmp_path):
             await library.import_card("ghost.json", ghost)
         card, is_new = await library.import_card("real.json", json.dumps({"name": "Real"}).encode())
         assert is_new and library.names() == ["Real"] and library.find("Ghost") is None
+    finally:
+        await store.close()
+
+
+async def test_a_file_name_longer_than_the_database_keeps_is_one_card_error(database_url):
+    store = Store(database_url)
+    await store.open()
+    try:
+        library = Library(store, None)
+        await library.load()
+        card = json.dumps({"name": "Longname"}).encode()
+        with pytest.raises(CardError, match="file name is 300 characters long"):
+            await library.import_card("n" * 295 + ".json", card)
+        assert library.names() == []
+        assert (await library.import_card("n" * 251 + ".json", card))[1]  # at the limit: stored
     finally:
         await store.close()

@@ -16,14 +16,6 @@ from bot.store.migrate import head_revision
 from tests.conftest import run_cli
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    """A database that does not exist yet (SQLite: no file) or exists empty (PostgreSQL)."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'db' / 'bot.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 def db(*args: str, url: str, cwd) -> subprocess.CompletedProcess:
     return run_cli("db", *args, cwd=cwd, env={"RWKV_BOT_DATABASE_URL": url})
 

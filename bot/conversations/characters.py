@@ -12,11 +12,12 @@ import logging
 from pathlib import Path
 
 from bot.cards import Card, CardError, find_card, parse_card, scan_directory
-from bot.store import Store
+from bot.store import Character, Store
 
 log = logging.getLogger(__name__)
 
 MAX_IMPORT_BYTES = 20 << 20
+MAX_FILENAME_CHARS = Character.__table__.c.filename.type.length
 
 
 class Library:
@@ -55,6 +56,8 @@ class Library:
         """Parse and add a card; returns (card, is_new). Raises CardError with one clear line."""
         if len(data) > MAX_IMPORT_BYTES:
             raise CardError(f"file is {len(data) >> 20} MiB; the limit is {MAX_IMPORT_BYTES >> 20} MiB")
+        if len(filename) > MAX_FILENAME_CHARS:  # the platform's file name, kept to parse the card again at start
+            raise CardError(f"the file name is {len(filename)} characters long; the limit is {MAX_FILENAME_CHARS}")
         card = await asyncio.to_thread(parse_card, data, filename)
         is_new = await self._store(card, filename, data, origin="import")
         self._reindex()
