@@ -28,12 +28,19 @@ def _one_line_errors(command):
     return run
 
 
-def _url(args: argparse.Namespace) -> str | None:
-    try:
-        return load_config(args.config).database.url
-    except ConfigError as exc:
-        print(f"rwkv-bot: config: {exc}", file=sys.stderr)
-        return None
+def _configured(command):
+    """A command on the configured database: `command(args, url)`; a config error is one line and exit code 2."""
+    @_one_line_errors
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            url = load_config(args.config).database.url
+        except ConfigError as exc:
+            print(f"rwkv-bot: config: {exc}", file=sys.stderr)
+            return 2
+        return command(args, url)
+
+    return run
 
 
 def _with_store(url: str, work, **open_args):
@@ -51,24 +58,17 @@ def _with_store(url: str, work, **open_args):
     return asyncio.run(run())
 
 
-@_one_line_errors
-def upgrade_command(args: argparse.Namespace) -> int:
-    url = _url(args)
-    if url is None:
-        return 2
+@_configured
+def upgrade_command(args: argparse.Namespace, url: str) -> int:
     revision = _with_store(url, lambda store: store.revision(), revision=args.revision)
     print(f"database at revision {revision or 'base'}")
     return 0
 
 
-@_one_line_errors
-def downgrade_command(args: argparse.Namespace) -> int:
+@_configured
+def downgrade_command(args: argparse.Namespace, url: str) -> int:
     """Says what the downgrade deletes (rows counted), and does it only with --yes."""
     from bot.store.migrate import downgrade_database, downgrade_losses, downgrade_steps
-
-    url = _url(args)
-    if url is None:
-        return 2
 
     async def plan(store):
         current = await store.revision()
@@ -95,11 +95,8 @@ def downgrade_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_one_line_errors
-def check_command(args: argparse.Namespace) -> int:
-    url = _url(args)
-    if url is None:
-        return 2
+@_configured
+def check_command(args: argparse.Namespace, url: str) -> int:
     problems = _with_store(url, lambda store: store.check(), migrate=False)
     for problem in problems:
         print(problem)
