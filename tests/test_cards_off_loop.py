@@ -21,19 +21,22 @@ BYSTANDER_SECONDS = 1.0
 
 
 def heavy_card(variant: int) -> bytes:
-    """A large card that is valid and within every limit: a thousand example blocks (dropped to fit the context,
-    each try tokenizing the whole prompt), a lorebook of thousands of keys, long fields."""
+    """A large card that is valid and within every limit: nearly a thousand example blocks (most dropped to fit the
+    context, each try tokenizing the whole prompt) and a lorebook of ten thousand keys."""
     examples = "".join(f"<START>\n{{{{user}}}}: question {i} of {variant}\n{{{{char}}}}: " + "an answer " * 6 + "\n"
                        for i in range(900))
     entries = [{"keys": [f"w{i}a", f"w{i}b", f"dark forest {i}", f"青{i}"], "content": f"lore {i} " * 20}
                for i in range(2500)]
-    data = {"name": f"Heavy{variant}", "description": "A keeper of long books. " * 300, "first_mes": "Hello.",
+    data = {"name": f"Heavy{variant}", "description": "A keeper of long books.", "first_mes": "Hello.",
             "mes_example": examples, "character_book": {"entries": entries, "scan_depth": 8}}
     return json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": data}).encode()
 
 
 async def test_a_bystander_is_answered_while_large_cards_are_processed(tmp_path, demo7):
-    app = await build_app(load_config(write_config(tmp_path, demo7, backend="batched"), env={}))
+    # A small context: the examples that fit are what the model then reads, and this test is about card work, not
+    # about how the engine shares its steps with a long prompt.
+    config = write_config(tmp_path, demo7, backend="batched", settings={"model.max_context_tokens": 2048})
+    app = await build_app(load_config(config, env={}))
     try:
         await send(app, "/char use Mira", channel="bystander")
         await send(app, "/params set temperature 0 max_tokens 4", channel="bystander")
