@@ -38,7 +38,7 @@ def installed(tmp_path_factory) -> tuple[Path, str]:
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     # A plain path line: this venv's packages become importable, its own .pth files (our editable install's
-    # finder among them) are not run.
+    # finder among them) are not run. Its setuptools builds the wheel (the Makefile keeps it recent enough).
     Path(purelib, "dependencies-from-the-dev-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     result = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
                              str(source)], capture_output=True, text=True, cwd=base, env=_clean_env(), timeout=300)
