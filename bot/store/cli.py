@@ -74,7 +74,7 @@ def downgrade_command(args: argparse.Namespace, url: str) -> int:
         current = await store.revision()
         steps = downgrade_steps(current, args.revision)
         losses = downgrade_losses(steps)
-        return current, steps, losses, await store.row_counts([name for name, _ in losses if name])
+        return current, steps, losses, await store.row_counts([name.split(".")[0] for name, _ in losses if name])
 
     current, steps, losses, counts = _with_store(url, plan, migrate=False)
     if not steps:
@@ -84,7 +84,7 @@ def downgrade_command(args: argparse.Namespace, url: str) -> int:
     print(f"downgrading from revision {current} to {target} deletes:")
     for name, what in losses:
         if name:
-            print(f"  {name}: {counts.get(name, 0)} rows ({what})")
+            print(f"  {name}: {counts.get(name.split('.')[0], 0)} rows ({what})")  # "table" or "table.column"
         else:
             print(f"  whatever migration {what} added (it does not say)")
     if not args.yes:

@@ -91,8 +91,8 @@ def downgrade_steps(current: str | None, revision: str) -> list:
 
 
 def downgrade_losses(steps: list) -> list[tuple[str, str]]:
-    """(table, what it holds) for everything the steps delete, as each migration declares in `downgrade_loses`;
-    a migration that declares nothing is named with ("", revision)."""
+    """(table or "table.column", what it holds) for everything the steps delete, as each migration declares in
+    `downgrade_loses`; a migration that declares nothing is named with ("", revision)."""
     losses = []
     for step in steps:
         declared = getattr(step.module, "downgrade_loses", None)
