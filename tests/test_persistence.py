@@ -219,3 +219,29 @@ def test_db_commands(tmp_path, demo7):
     assert down.returncode == 0, down.stderr
     bench = run_cli("db", "bench", "--layers", "2", "--dim", "128", "--repeat", "1")
     assert bench.returncode == 0 and '"stored_bytes"' in bench.stdout
+
+
+async def test_concurrent_commits_on_sqlite_never_fail_with_database_locked(tmp_path, monkeypatch):
+    """Many channels committing turns at once: each commit reads the channel, then writes. On SQLite (WAL) a
+    deferred transaction that has read cannot become a writer once another connection committed meanwhile, and
+    fails at once with "database is locked" whatever the busy timeout; writes must take the lock up front.
+    SQLite's busy wait is for other processes: writers of this process queue in the store, so even a busy timeout
+    far shorter than one commit never fails one."""
+    monkeypatch.setattr("bot.store.store.SQLITE_BUSY_SECONDS", 0.001)
+    store = Store(f"sqlite+aiosqlite:///{tmp_path}/busy.db")
+    await store.open()
+    try:
+        state = [torch.zeros(4), torch.zeros(1, 2, 2), torch.zeros(4)]
+        channels = [await store.get_or_create_channel("test", str(i)) for i in range(12)]
+        record = {"kind": "say", "in_speaker": "A", "in_text": "hi", "out_speaker": "B", "out_text": "yo",
+                  "fed": b"", "prompt_len": 0, "feed_lengths": []}
+
+        async def talk(channel) -> None:
+            for _ in range(8):
+                await store.commit_turn(channel.id, dict(record), state, "fp", 1)
+
+        await asyncio.gather(*(talk(ch) for ch in channels))
+        for ch in channels:
+            assert len(await store.turns(ch.id)) == 8
+    finally:
+        await store.close()

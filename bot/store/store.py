@@ -5,11 +5,12 @@ model is never fed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import column, delete, event, func, inspect, select, table, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.store.codec import State, pack_state, unpack_state
@@ -27,6 +28,9 @@ class StoredState:
     pinned: bool
 
 
+SQLITE_BUSY_SECONDS = 30.0  # how long a connection waits for SQLite's one write lock held by another process
+
+
 class Store:
     """Async access to the database. Methods are small transactions; turn commits are atomic."""
 
@@ -34,7 +38,7 @@ class Store:
         self.url = url
         self.snapshots = snapshots
         self.engine: AsyncEngine | None = None
-        self.sessions: async_sessionmaker[AsyncSession] | None = None
+        self.sessions: _Sessions | None = None
 
     async def open(self, migrate: bool = True, revision: str = "head") -> None:
         """Connect (a URL that cannot be served is one StoreError line) and, unless `migrate` is False, migrate to
@@ -46,11 +50,12 @@ class Store:
             raise StoreError(f"no database at {path} (the bot's first start or `rwkv-bot db upgrade` creates it)")
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
         self.engine = create_async_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = _Sessions(async_sessionmaker(self.engine, expire_on_commit=False),
+                                  one_writer=self.url.startswith("sqlite"))
         try:
             async with self.engine.connect():
                 pass
@@ -68,20 +73,19 @@ class Store:
 
     # -- channels
     async def get_or_create_channel(self, platform: str, external_id: str, defaults: dict | None = None) -> Channel:
+        where = (Channel.platform == platform, Channel.external_id == external_id)
         async with self.sessions() as s:
-            row = (await s.execute(select(Channel).where(Channel.platform == platform,
-                                                         Channel.external_id == external_id))).scalar_one_or_none()
-            if row is not None:
-                return row
-            row = Channel(platform=platform, external_id=external_id, params={}, settings={}, **(defaults or {}))
-            s.add(row)
-            try:
-                await s.commit()
-            except Exception:  # created concurrently by another task: read theirs
-                await s.rollback()
-                return (await s.execute(select(Channel).where(Channel.platform == platform,
-                                                              Channel.external_id == external_id))).scalar_one()
+            row = (await s.execute(select(Channel).where(*where))).scalar_one_or_none()
+        if row is not None:
             return row
+        row = Channel(platform=platform, external_id=external_id, params={}, settings={}, **(defaults or {}))
+        try:
+            async with self.sessions.begin() as s:
+                s.add(row)
+        except IntegrityError:  # created concurrently by another task: read theirs
+            async with self.sessions() as s:
+                return (await s.execute(select(Channel).where(*where))).scalar_one()
+        return row
 
     async def get_channel(self, channel_id: int) -> Channel:
         async with self.sessions() as s:
@@ -337,6 +341,30 @@ def text_sql(sql: str):
     from sqlalchemy import text
 
     return text(sql)
+
+
+class _Sessions:
+    """`sessions()` for reads, `sessions.begin()` for a write transaction. SQLite has one write lock, and its busy
+    wait is a timeout: under load many writers of this process waiting there would time out ("database is
+    locked"). So on SQLite this process's writers queue here, in arrival order, and SQLite's own wait only ever
+    covers other processes."""
+
+    def __init__(self, maker: async_sessionmaker[AsyncSession], one_writer: bool):
+        self._maker = maker
+        self._writer = asyncio.Lock() if one_writer else None
+
+    def __call__(self) -> AsyncSession:
+        return self._maker()
+
+    @contextlib.asynccontextmanager
+    async def begin(self):
+        if self._writer is None:
+            async with self._maker.begin() as session:
+                yield session
+            return
+        async with self._writer:
+            async with self._maker.begin() as session:
+                yield session
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
