@@ -96,7 +96,7 @@ def load_backend(config: Config):
 
 async def build_app(config: Config, backend=None) -> App:
     from bot.commands import Commands
-    from bot.conversations import Conversations
+    from bot.conversations import Conversations, Quotas
     from bot.engine.model import file_id
     from bot.engine.scheduler import Engine
     from bot.store import Store
@@ -113,15 +113,18 @@ async def build_app(config: Config, backend=None) -> App:
     await engine.start()
     store = Store(config.database.url, snapshots=config.database.snapshots)
     await store.open()
-    library = Library(store, config.characters.dir, config.characters.default)
+    library = Library(store, config.characters.dir, config.characters.default,
+                      user_imports=config.characters.user_imports, max_user_cards=config.limits.max_user_cards,
+                      max_bytes=config.limits.max_library_mib << 20)
     await library.load()
     state_id = file_id(Path(config.model.state).expanduser()) if config.model.state else ""
     conversations = Conversations(
         engine, store, library, sampling_defaults=config.sampling_defaults,
         max_context_tokens=config.model.max_context_tokens, hot_states=config.database.hot_states,
         max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
+        max_message_tokens=config.limits.max_message_tokens, quotas=Quotas.from_config(config.limits),
         channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id)
-    commands = Commands(conversations, library, max_saves=config.limits.max_saves, metrics=metrics,
+    commands = Commands(conversations, library, metrics=metrics,
                         user_per_minute=config.limits.user_messages_per_minute,
                         channel_per_minute=config.limits.channel_messages_per_minute)
     app = App(config, engine, store, library, conversations, commands, metrics)

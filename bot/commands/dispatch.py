@@ -5,7 +5,7 @@ import logging
 
 from bot.commands.flood import RateLimiter
 from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command
-from bot.conversations import Busy, ConversationError, Conversations
+from bot.conversations import Busy, ConversationError, Conversations, acting_for
 from bot.engine.params import ParamError
 from bot.i18n import normalize_lang, t
 from bot.logs import current_channel
@@ -14,14 +14,13 @@ log = logging.getLogger(__name__)
 
 
 class Commands:
-    def __init__(self, conversations: Conversations, library, *, status=None, max_saves: int = 20,
-                 user_per_minute: float = 30, channel_per_minute: float = 60, metrics=None):
+    def __init__(self, conversations: Conversations, library, *, status=None, user_per_minute: float = 30,
+                 channel_per_minute: float = 60, metrics=None):
         from bot.metrics import NO_METRICS
 
         self.conversations = conversations
         self.library = library
         self.status = status  # callable -> dict for /status (the app provides it)
-        self.max_saves = max_saves
         self.user_limiter = RateLimiter(user_per_minute)
         self.channel_limiter = RateLimiter(channel_per_minute)
         self.busy_notices = RateLimiter(60, notice_every=10.0)  # only its notice cooldown is used
@@ -29,6 +28,13 @@ class Commands:
 
     async def handle(self, ctx: Context, text: str) -> list[Output]:
         """A message from a user: a command, or a line said to the channel's character."""
+        acting = acting_for.set((ctx.user_key, ctx.is_bot_admin))  # whose quota a new channel counts against
+        try:
+            return await self._handle(ctx, text)
+        finally:
+            acting_for.reset(acting)
+
+    async def _handle(self, ctx: Context, text: str) -> list[Output]:
         current_channel.set(str(ctx.key))
         if ctx.flood_control and not self._allowed(ctx):
             self.metrics.error("rate_limited")
@@ -42,7 +48,7 @@ class Commands:
         spec = REGISTRY.get(parsed.name)
         if spec is None:
             return [Reply(t("unknown_command", ctx.lang, name=parsed.name[:32]), ephemeral=True)]
-        if spec.admin and not ctx.is_admin:
+        if spec.admin and not (ctx.is_admin or ctx.is_bot_admin):
             log.info("channel %s: /%s refused: %s is not an admin", ctx.key, spec.name, ctx.user_id)
             return [Reply(t("not_admin", ctx.lang), ephemeral=True)]
         return await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
@@ -68,7 +74,7 @@ class Commands:
         stream = await self.conversations.say(ctx.key, ctx.user_name, text)
         out: list[Output] = []
         if stream.notice:
-            out.append(Reply(t(stream.notice, ctx.lang, limit=self.conversations.max_message_chars)))
+            out.append(Reply(t(stream.notice, ctx.lang, **stream.notice_args)))
         out.append(stream)
         return out
 
