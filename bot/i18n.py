@@ -71,6 +71,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "bad_chat_format": {"en": "Format must be one of: {valid}.", "zh": "格式必须是：{valid}。"},
     "shutting_down": {"en": "The bot is restarting; please try again in a moment.", "zh": "机器人正在重启，请稍后再试。"},
     "engine_error": {"en": "The model failed on this reply; please try again.", "zh": "模型生成失败，请重试。"},
+    "not_stored": {"en": "That could not be stored; nothing was changed. Please try again.",
+                   "zh": "无法保存，没有做任何更改。请重试。"},
     "reply_cancelled": {"en": "(reply cancelled)", "zh": "（回复已取消）"},
     "empty_reply": {"en": "(the character said nothing)", "zh": "（角色没有说话）"},
     "card_error": {"en": "Cannot import that card: {problem}", "zh": "无法导入该角色卡：{problem}"},

@@ -378,13 +378,20 @@ class Conversations:
                 cue_chunks.append(chunk)
                 used += len(chunk)
             reply_tokens = self.tokenizer.encode(" " + cleaned + "\n\n")
-            result = await self.engine.feed(before.state, cue_chunks + [reply_tokens], channel=str(key))
+            try:
+                result = await self.engine.feed(before.state, cue_chunks + [reply_tokens], channel=str(key))
+            except EngineError:
+                raise ConversationError("engine_error") from None
             tokens = before.tokens + len(result.fed)
             record = dict(kind="edit", in_speaker=last.in_speaker, in_text=last.in_text,
                           out_speaker=last.out_speaker, out_text=cleaned, fed=tokens_to_bytes(result.fed),
                           prompt_len=last.prompt_len, feed_lengths=run_length(result.feed_lengths))
-            position = await self.store.commit_turn(ch.id, record, result.state, self.fingerprint, tokens,
-                                                    replace=True)
+            try:
+                position = await self.store.commit_turn(ch.id, record, result.state, self.fingerprint, tokens,
+                                                        replace=True)
+            except Exception as exc:  # the old reply stays
+                log.error("channel %s: edit not stored: %s", ch.id, exc.__class__.__name__)
+                raise ConversationError("not_stored") from None
             self._remember(ch.id, HotState(position, self.fingerprint, tokens, result.state))
             return TurnResult(cleaned, last.out_speaker, position, "edit")
 
