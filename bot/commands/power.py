@@ -6,7 +6,6 @@ import re
 
 from bot.commands.base import Context, Reply, command, first_arg, parse_number, split_args
 from bot.conversations import ConversationError
-from bot.cards.turns import sanitize_name
 from bot.i18n import t
 
 SAVE_NAME = re.compile(r"^[\w\-]{1,64}$")
@@ -30,7 +29,7 @@ async def as_(cmds, ctx: Context, args: str):
 
 @command("reply", usage="NAME")
 async def reply(cmds, ctx: Context, args: str):
-    name = sanitize_name(args.strip().strip("'\""), fallback="")
+    name = cmds.conversations.speaker_name(args.strip().strip("'\""), fallback="")
     if not name:
         return [Reply(t("bad_usage", ctx.lang, name="reply", usage="NAME"), ephemeral=True)]
     await cmds.conversations.set_setting(ctx.key, "next_speaker", name)

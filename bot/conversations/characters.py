@@ -56,7 +56,11 @@ class Library:
             cards, errors = scan_directory(self.cards_dir)
             for path, problem in errors:
                 log.warning("skipping character file %s: %s", path, problem)
+            named = {e.name_key: e.content_hash for e in await self.store.library()}
             for card, path in cards:
+                if named.get(name_key(card.name), card.content_hash()) != card.content_hash():
+                    log.info("characters/%s: the name %s now stands for this file's card (the card it named "
+                             "before stays while channels or saves use it)", path.name, card.name)
                 await self.store.put_character(card.content_hash(), card.name, card.source_format, card.to_json(),
                                                path.name, path.read_bytes(), card.avatar, "dir",
                                                name_key=name_key(card.name), replace_name=True)

@@ -169,7 +169,7 @@ class Conversations:
                 return row
             await self._check_channel_quotas()
         row = await self.store.get_or_create_channel(key.platform, key.external_id, {
-            "user_label": self._name(user_label), "greeting_index": 0, "chat_format": "names", "head": 0,
+            "user_label": self.speaker_name(user_label), "greeting_index": 0, "chat_format": "names", "head": 0,
             "base_position": 0, "started_by": (acting_for.get() or (None,))[0]})
         self._admitted.add(key)
         return row
@@ -184,7 +184,8 @@ class Conversations:
         if await self.store.channels_count() >= self.quotas.channels_total:
             raise ConversationError("channels_full")
 
-    def _name(self, name: str, fallback: str = "User") -> str:
+    def speaker_name(self, name: str, fallback: str = "User") -> str:
+        """A name as it is fed and stored: one line, no ':', no NUL, at most max_name_chars."""
         return sanitize_name(storable(name), fallback=fallback, max_chars=self.max_name_chars)
 
     async def view(self, key: ChannelKey) -> ChannelView:
@@ -208,8 +209,8 @@ class Conversations:
         nobody's line can pass for the character's or for a note."""
         if ch.chat_format == "user-assistant":
             return "Assistant", "User"
-        char = self._name(card.display_name, fallback="Bot")
-        user = self._name(speaker or ch.user_label)
+        char = self.speaker_name(card.display_name, fallback="Bot")
+        user = self.speaker_name(speaker or ch.user_label)
         return char, distinct_label(user, cast=(char, replier or char), max_chars=self.max_name_chars)
 
     # ----- turns ------------------------------------------------------------------------------------------
@@ -274,7 +275,7 @@ class Conversations:
             if card is None:
                 raise ConversationError("no_character")
             reply_speaker = reply_speaker or (ch.settings or {}).get("next_speaker")
-            replier = self._name(reply_speaker) if reply_speaker and ch.chat_format == "names" else None
+            replier = self.speaker_name(reply_speaker) if reply_speaker and ch.chat_format == "names" else None
             char_label, user_label = self._labels(ch, card, speaker, replier)
             out_speaker = replier or char_label
             base = ch.head - 1 if replace else ch.head
@@ -286,7 +287,7 @@ class Conversations:
                 rebase = (base, hot.state, hot.tokens)
             prompt = ""
             if text is not None:
-                in_speaker = user_label if kind == "say" else self._name(speaker)
+                in_speaker = user_label if kind == "say" else self.speaker_name(speaker)
                 prompt = turn(in_speaker, text) + await self._preamble(card, ch, base, text, user_label, char_label)
             else:
                 in_speaker = None
@@ -421,7 +422,7 @@ class Conversations:
         async with await self._locked(key):
             ch = await self.channel(key)
             if user_label:
-                ch.user_label = self._name(user_label)
+                ch.user_label = self.speaker_name(user_label)
             return await self._start(ch, card, greeting_index)
 
     async def set_chat_format(self, key: ChannelKey, chat_format: str) -> str:
