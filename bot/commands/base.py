@@ -26,6 +26,8 @@ class Context:
     is_group: bool = False
     attachment: tuple[str, bytes] | None = None  # (filename, data) sent with the command, for /char import
     flood_control: bool = True  # off for the local terminal: its owner is not a spammer
+    chat_title: str = ""  # the server/channel or chat title as the platform shows it ("" = unknown)
+    surface: str = ""  # where the command was given when not the platform itself ("dashboard"), for the audit log
     # A bot admin may change what every channel shares (the character library) and is held only to the global
     # quotas: the terminal's local user and the ids/roles the owner configured (telegram.admin_ids,
     # discord.admin_ids, discord.admin_role_ids). A bot admin is a chat admin everywhere.
@@ -42,6 +44,7 @@ class Reply:
     text: str
     ephemeral: bool = False  # only the caller needs it (Discord)
     file: tuple[str, bytes] | None = None  # (filename, data) to attach
+    private: bool = False  # for the caller's eyes only, even in a group: ephemeral on Discord, a DM on Telegram
 
 
 @dataclass

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 
+from bot.commands.admin import Titles
+from bot.commands.audit import record_command
 from bot.commands.flood import RateLimiter
 from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command
 from bot.conversations import Busy, ConversationError, Conversations, acting_for
@@ -25,6 +27,8 @@ class Commands:
         self.channel_limiter = RateLimiter(channel_per_minute)
         self.busy_notices = RateLimiter(60, notice_every=10.0)  # only its notice cooldown is used
         self.metrics = metrics or NO_METRICS
+        self.signins = None  # bot.commands.signin.SignInLinks when the admin page is on
+        self.titles = Titles(conversations.store)
 
     async def handle(self, ctx: Context, text: str) -> list[Output]:
         """A message from a user: a command, or a line said to the channel's character."""
@@ -44,14 +48,18 @@ class Commands:
             return []
         parsed = parse_command(text)
         if parsed is None:
-            return await self._guarded(ctx, "chat", self._chat(ctx, text))
-        spec = REGISTRY.get(parsed.name)
-        if spec is None:
-            return [Reply(t("unknown_command", ctx.lang, name=parsed.name[:32]), ephemeral=True)]
-        if spec.admin and not (ctx.is_admin or ctx.is_bot_admin):
-            log.info("channel %s: /%s refused: %s is not an admin", ctx.key, spec.name, ctx.user_id)
-            return [Reply(t("not_admin", ctx.lang), ephemeral=True)]
-        return await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
+            outputs = await self._guarded(ctx, "chat", self._chat(ctx, text))
+        else:
+            spec = REGISTRY.get(parsed.name)
+            if spec is None:
+                return [Reply(t("unknown_command", ctx.lang, name=parsed.name[:32]), ephemeral=True)]
+            if spec.admin and not (ctx.is_admin or ctx.is_bot_admin):
+                log.info("channel %s: /%s refused: %s is not an admin", ctx.key, spec.name, ctx.user_id)
+                return [Reply(t("not_admin", ctx.lang), ephemeral=True)]
+            outputs = await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
+            await record_command(self.conversations.store, ctx, spec.name, parsed.args, outputs)
+        await self.titles.note(ctx)  # after the work: a message reaches its channel's queue before any await here
+        return outputs
 
     def _allowed(self, ctx: Context) -> bool:
         return self.user_limiter.allow((ctx.key.platform, ctx.user_id)) and self.channel_limiter.allow(ctx.key)

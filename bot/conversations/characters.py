@@ -37,6 +37,11 @@ class Listed:
     from_dir: bool
 
 
+def too_big(size: int) -> str:
+    """Why a card file of `size` bytes is refused."""
+    return f"file is {size >> 20} MiB; the limit is {MAX_IMPORT_BYTES >> 20} MiB"
+
+
 class Library:
     def __init__(self, store: Store, cards_dir: str | Path | None, default_name: str = "", *,
                  user_imports: bool = False, max_user_cards: int | None = None, max_bytes: int | None = None):
@@ -84,7 +89,7 @@ class Library:
         """Parse and add a card to the shared library (owner None) or to `owner`'s own cards; returns (card,
         is_new). Raises CardError (the file) or ConversationError (its name is taken, a quota is full)."""
         if len(data) > MAX_IMPORT_BYTES:
-            raise CardError(f"file is {len(data) >> 20} MiB; the limit is {MAX_IMPORT_BYTES >> 20} MiB")
+            raise CardError(too_big(len(data)))
         if owner is not None and self.max_user_cards is not None \
                 and await self.store.owned_cards(owner) >= self.max_user_cards:
             raise ConversationError("too_many_cards", limit=self.max_user_cards)

@@ -22,6 +22,7 @@ from bot.adapters.discord.render import InteractionAnswer, PersonaWriter, descri
 from bot.adapters.discord.slash import Chinese, build_tree
 from bot.adapters.discord.text import readable_text, t
 from bot.commands import CharacterLine, Context, Reply, parse_command
+from bot.commands.audit import succeeded
 from bot.commands.base import first_arg
 from bot.conversations import ChannelKey, TurnStream
 from bot.i18n import normalize_lang
@@ -49,9 +50,12 @@ def marks_roleplay(text: str) -> bool:
     return action.lower() not in ("", "list", "show", "import")
 
 
-def succeeded(outputs: list) -> bool:
-    """Refusals are ephemeral replies; anything else means the command did its work."""
-    return any(not (isinstance(o, Reply) and o.ephemeral) for o in outputs)
+def title_of(channel, guild, user) -> str:
+    """"Server #channel" (a thread: its name), or the DM's person, as the admin page lists the channel."""
+    if guild is None:
+        return f"DM {user.display_name}"
+    name = getattr(channel, "name", None)
+    return f"{guild.name} #{name}" if name else guild.name
 
 
 class _Client(discord.Client):
@@ -212,7 +216,8 @@ class DiscordAdapter:
             ctx = Context(key=key, user_id=str(message.author.id), user_name=message.author.display_name,
                           is_admin=self.is_admin(message.author, message.guild is not None), lang=lang,
                           is_group=message.guild is not None, attachment=await self._attachment_of(message, text),
-                          is_bot_admin=self.is_bot_admin(message.author))
+                          is_bot_admin=self.is_bot_admin(message.author),
+                          chat_title=title_of(message.channel, message.guild, message.author))
             task = asyncio.create_task(self.app.commands.handle(ctx, text))
             await asyncio.sleep(0)  # see _handle_in_order: queue on the channel before the next message
         outputs = await task
@@ -311,7 +316,8 @@ class DiscordAdapter:
                 return
             ctx = Context(key=key, user_id=str(interaction.user.id), user_name=interaction.user.display_name,
                           is_admin=is_admin, lang=lang, is_group=in_server, attachment=data,
-                          is_bot_admin=self.is_bot_admin(interaction.user))
+                          is_bot_admin=self.is_bot_admin(interaction.user),
+                          chat_title=title_of(interaction.channel, interaction.guild, interaction.user))
             handling = asyncio.ensure_future(self._handle_in_order(ctx, text))
             if not defer and not (await asyncio.wait({handling}, timeout=QUICK_ANSWER))[0]:
                 await answer.defer(ephemeral)

@@ -226,7 +226,8 @@ class TelegramAdapter:
                 return [refusal], lang
         ctx = Context(key=incoming.key, user_id=str(incoming.user_id), user_name=incoming.user_name,
                       is_admin=is_admin, lang=lang, is_group=incoming.is_group, attachment=attachment,
-                      is_bot_admin=is_bot_admin)
+                      is_bot_admin=is_bot_admin,
+                      chat_title=incoming.chat_title)
         await ticket.wait_turn()
         handling = asyncio.ensure_future(commands.handle(ctx, incoming.text))
         # One loop step lets `handle` run up to the core's channel queue (a turn queues there before its first

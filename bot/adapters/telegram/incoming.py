@@ -37,6 +37,7 @@ class Incoming:
     addressed: bool  # a private chat, a command, an @mention or a reply to the bot
     sent_as_chat: bool  # an anonymous group admin, writing as the group itself
     document: Document | None  # sent with the message or in the message it replies to (/char import)
+    chat_title: str = ""  # the group's title, or the private chat's person (the admin page lists it)
 
     @property
     def is_group(self) -> bool:
@@ -76,7 +77,8 @@ def read_message(message: Message, bot_id: int, bot_username: str) -> Incoming |
         language_code=user.language_code, text=text, command=command,
         addressed=not is_group or command is not None or mentioned or replied_to_bot,
         sent_as_chat=sent_as_chat,
-        document=message.document or (reply.document if reply is not None else None))
+        document=message.document or (reply.document if reply is not None else None),
+        chat_title=chat.effective_name or "")
 
 
 def _command_is_ours(command: ParsedCommand, bot_username: str, is_group: bool, replied_to_bot: bool) -> bool:

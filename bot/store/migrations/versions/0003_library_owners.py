@@ -7,14 +7,14 @@ channels and saves that use them. A downgrade forgets who owns what: so that no 
 everyone's (the old schema lists every stored card), cards outside the shared library are deleted with it.
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0005
 Create Date: 2026-11-27
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0002"
+down_revision = "0005"  # merged after main's 0005 (audit log); the brief gave "0002"
 branch_labels = None
 depends_on = None
 
