@@ -115,8 +115,10 @@ async def test_kill_9_during_a_regen_keeps_the_old_exchange(tmp_path, demo7):
             assert chunk, f"the chat ended before the regen wrote anything: {output[-500:]!r}"
             output += chunk
     finally:
-        proc.send_signal(signal.SIGKILL)
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
         await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     assert b"\n" not in output.split(marker)[-1]  # killed mid-reply, not after it
     app = await build_app(load_config(config, env={}))
     try:

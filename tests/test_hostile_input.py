@@ -155,6 +155,8 @@ async def test_a_message_of_invisible_characters_cannot_fill_the_context(tmp_pat
         await reply(app, "and what did I say first?", channel="g", group=True, user="Ann")
         ch = await app.conversations.channel(ChannelKey("test", "g"))
         assert ch.base_position == 0  # nothing was forgotten
+        lines = await send(app, "/as Narrator " + "\U000E0041" * 4000, channel="g", group=True)  # /as too
+        assert lines[0] == t("message_truncated", limit=256) and lines[1].startswith("Mira: ")
         # Plain text of the same length is not cut.
         lines = await send(app, "word " * 700, channel="g2")
         assert not lines[0].startswith("(Your message")

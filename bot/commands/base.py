@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Union
 
 from bot.conversations import ChannelKey, TurnStream
+from bot.i18n import t
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ class CharacterLine:
 
 
 Output = Union[Reply, CharacterLine, TurnStream]
+
+
+def with_notice(stream: TurnStream, lang: str) -> list[Output]:
+    """A reply being generated, after the notice its line needs (e.g. it was shortened)."""
+    return ([Reply(t(stream.notice, lang, **stream.notice_args))] if stream.notice else []) + [stream]
 Handler = Callable[["Commands", Context, str], Awaitable[list[Output]]]
 
 

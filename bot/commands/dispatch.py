@@ -6,7 +6,7 @@ import logging
 from bot.commands.admin import Titles
 from bot.commands.audit import record_command
 from bot.commands.flood import RateLimiter
-from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command
+from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command, with_notice
 from bot.conversations import Busy, ConversationError, Conversations, acting_for
 from bot.engine.params import ParamError
 from bot.i18n import normalize_lang, t
@@ -79,12 +79,7 @@ class Commands:
         return out
 
     async def _chat(self, ctx: Context, text: str) -> list[Output]:
-        stream = await self.conversations.say(ctx.key, ctx.user_name, text)
-        out: list[Output] = []
-        if stream.notice:
-            out.append(Reply(t(stream.notice, ctx.lang, **stream.notice_args)))
-        out.append(stream)
-        return out
+        return with_notice(await self.conversations.say(ctx.key, ctx.user_name, text), ctx.lang)
 
     async def _guarded(self, ctx: Context, what: str, work) -> list[Output]:
         """Handled problems become one clear reply and one log line (no traceback: a traceback means a bug)."""

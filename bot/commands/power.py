@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from bot.commands.base import Context, Reply, command, first_arg, parse_number, split_args
+from bot.commands.base import Context, Reply, command, first_arg, parse_number, split_args, with_notice
 from bot.conversations import ConversationError
 from bot.i18n import t
 
@@ -24,7 +24,7 @@ async def as_(cmds, ctx: Context, args: str):
     name, text = first_arg(args)
     if not name or not text:
         return [Reply(t("bad_usage", ctx.lang, name="as", usage="NAME text"), ephemeral=True)]
-    return [await cmds.conversations.say(ctx.key, name, text, kind="as")]
+    return with_notice(await cmds.conversations.say(ctx.key, name, text, kind="as"), ctx.lang)
 
 
 @command("reply", usage="NAME")
