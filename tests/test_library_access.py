@@ -14,6 +14,7 @@ from bot.conversations import ChannelKey
 from bot.i18n import t
 from tests.chat_helpers import send
 from tests.conftest import CHARACTERS, write_config
+from tests.test_persistence import postgres_url  # noqa: F401  (the fixture)
 
 MIRA_GREETING = json.loads((CHARACTERS / "mira.json").read_text(encoding="utf-8"))["data"]["first_mes"].strip()
 
@@ -156,14 +157,21 @@ async def test_a_card_the_database_refuses_is_not_listed(tmp_path, demo7):
         await app.close()
 
 
-async def test_the_migration_lists_every_stored_card_once(tmp_path, demo7):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/old.db"
+    return request.getfixturevalue("postgres_url")
+
+
+async def test_the_migration_lists_every_stored_card_once(tmp_path, demo7, database_url):
     """A database from before the library had names: every card becomes shared, the newest of a name keeps it."""
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from bot.store import downgrade_database, upgrade_database
 
-    url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
+    url = database_url
     app = await open_app(tmp_path, demo7, **{"database.url": url, "characters.user_imports": True})
     await importing(app, "Wren", "Wren waves.", user="Boss", bot_admin=True)
     await importing(app, "Nova", "Nova waves.", channel="dm-ann", user="Ann")
