@@ -1,5 +1,10 @@
-"""Every string the bot itself says, in English and Chinese (`ui.lang`, or the user's/chat's language)."""
+"""Every string the bot itself says, in English and Chinese (`ui.lang`, or the user's/chat's language).
+
+English counts pick their noun with `{count|exchange|exchanges}` (singular for exactly 1); Chinese needs none.
+"""
 from __future__ import annotations
+
+import re
 
 LANGS = ("en", "zh")
 
@@ -46,8 +51,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     "card_name_taken": {"en": "A character named {name!r} is already in the library; rename the card (its name "
                               "field) and import it again.",
                         "zh": "角色库中已有名为 {name!r} 的角色；请修改角色卡的名字后再导入。"},
-    "card_in_dir": {"en": "{name} comes from the bot's characters/ directory; its owner removes it there.",
-                    "zh": "{name} 来自机器人的 characters/ 目录，需由机器人所有者在那里删除。"},
+    "card_in_dir": {"en": "{name} comes with the bot (its characters/ directory or the samples); the bot's owner "
+                          "removes it there.",
+                    "zh": "{name} 来自机器人自带的角色（characters/ 目录或示例角色），需由机器人所有者在那里删除。"},
     "too_many_cards": {"en": "You already have {limit} characters of your own; delete one with /char delete NAME.",
                        "zh": "你已有 {limit} 个自己的角色，请先用 /char delete 名字 删除一个。"},
     "library_full": {"en": "The character library is full ({limit} MiB of cards); ask the bot's owner.",
@@ -93,7 +99,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "char_owned_by": {"en": "(of {owner})", "zh": "（属于 {owner}）"},
     "char_already": {"en": "{name} is already in the library.", "zh": "{name} 已在角色库中。"},
     "reset_done": {"en": "Conversation reset.", "zh": "对话已重置。"},
-    "undo_done": {"en": "Took back {count} exchange(s).", "zh": "已撤回 {count} 轮对话。"},
+    "undo_done": {"en": "Took back {count} {count|exchange|exchanges}.", "zh": "已撤回 {count} 轮对话。"},
     "undo_nothing": {"en": "Nothing to take back.", "zh": "没有可撤回的内容。"},
     "params_title": {"en": "Sampling parameters (* = set in this chat):", "zh": "采样参数（* = 本聊天中已修改）："},
     "params_context": {"en": "Context: {used} of {limit} tokens ({percent}%).", "zh": "上下文：已用 {used} / {limit} 个 token（{percent}%）。"},
@@ -128,15 +134,16 @@ MESSAGES: dict[str, dict[str, str]] = {
     "card_by": {"en": "by", "zh": "作者"},
     "card_greetings": {"en": "Greetings: {count} (use /char use {name} N, N = 0..{high})",
                        "zh": "开场白：{count} 个（使用 /char use {name} N，N = 0..{high}）"},
-    "card_lorebook": {"en": "Lorebook: {count} entries", "zh": "世界书：{count} 条"},
+    "card_lorebook": {"en": "Lorebook: {count} {count|entry|entries}", "zh": "世界书：{count} 条"},
     "saves_list": {"en": "Saves ({count}):", "zh": "存档（{count} 个）："},
     "saves_none": {"en": "No saves yet. Use /save NAME.", "zh": "还没有存档。使用 /save 名字。"},
-    "debug_summary": {"en": "State has read {tokens} tokens ({turns} exchanges since the character's prompt).",
+    "debug_summary": {"en": "State has read {tokens} {tokens|token|tokens} ({turns} {turns|exchange|exchanges} since the "
+                            "character's prompt).",
                       "zh": "状态已读入 {tokens} 个 token（角色提示之后 {turns} 轮对话）。"},
     "debug_last_fed": {"en": "Last turn as fed:", "zh": "最后一轮实际输入："},
-    "debug_tail": {"en": "Last {count} tokens:", "zh": "最近 {count} 个 token："},
+    "debug_tail": {"en": "Last {count} {count|token|tokens}:", "zh": "最近 {count} 个 token："},
     "export_done": {"en": "Transcript attached.", "zh": "聊天记录已附上。"},
-    "status": {"en": "Model: {model}\nDevice: {device}\nQueue: {queue} turn(s) in progress\nChannels: {channels} "
+    "status": {"en": "Model: {model}\nDevice: {device}\nQueue: {queue} {queue|turn|turns} in progress\nChannels: {channels} "
                      "known, {hot} in memory\nSpeed: {tps:.1f} tokens/s over the last minute",
                "zh": "模型：{model}\n设备：{device}\n队列：{queue} 个进行中\n频道：已知 {channels} 个，内存中 {hot} 个\n"
                      "速度：最近一分钟 {tps:.1f} token/秒"},
@@ -188,6 +195,10 @@ def normalize_lang(code: str | None, default: str = "en") -> str:
     return "zh" if code.startswith("zh") else "en" if code.startswith("en") else default
 
 
+_PLURAL = re.compile(r"\{(\w+)\|([^{}|]*)\|([^{}|]*)\}")
+
+
 def t(key: str, lang: str = "en", **args) -> str:
     entry = MESSAGES[key]
-    return entry.get(lang, entry["en"]).format(**args)
+    text = _PLURAL.sub(lambda m: m[2] if args[m[1]] == 1 else m[3], entry.get(lang, entry["en"]))
+    return text.format(**args)

@@ -12,7 +12,6 @@ from bot.i18n import t
 from bot.store import NAME_CHARS, tokens_from_bytes
 from tests.chat_helpers import GREEDY, reply, send
 from tests.conftest import write_config
-from tests.test_persistence import postgres_url  # noqa: F401  (the fixture)
 
 
 async def last_turn(app, channel: str):
@@ -111,7 +110,7 @@ async def storable_everywhere(app) -> None:
     assert (await send(app, "go on"))[-1].startswith("Tom")
     assert (await send(app, "/edit A\x00 reply \ud800 edited."))[0] == t("edit_done")
     assert (await last_turn(app, "c1")).out_text == "A reply  edited."
-    assert await send(app, "/regen") and await send(app, "/undo") == ["Took back 1 exchange(s)."]
+    assert await send(app, "/regen") and await send(app, "/undo") == [t("undo_done", count=1)]
     assert await app.store.check() == []
     # A card whose name and file name the database would refuse is stored clean, or not at all.
     card = b'{"name": "Ghost\\u0000ly", "first_mes": "Boo."}'
@@ -124,7 +123,7 @@ async def test_nul_surrogates_and_long_names_are_stored_on_sqlite(plain_app):
     await storable_everywhere(plain_app)
 
 
-async def test_nul_surrogates_and_long_names_are_stored_on_postgres(tmp_path, demo7, postgres_url):  # noqa: F811
+async def test_nul_surrogates_and_long_names_are_stored_on_postgres(tmp_path, demo7, postgres_url):
     app = await build_app(load_config(write_config(tmp_path, demo7, db=postgres_url), env={}))
     try:
         await storable_everywhere(app)

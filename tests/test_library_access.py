@@ -14,7 +14,6 @@ from bot.conversations import ChannelKey
 from bot.i18n import t
 from tests.chat_helpers import send
 from tests.conftest import CHARACTERS, write_config
-from tests.test_persistence import postgres_url  # noqa: F401  (the fixture)
 
 MIRA_GREETING = json.loads((CHARACTERS / "mira.json").read_text(encoding="utf-8"))["data"]["first_mes"].strip()
 
@@ -155,13 +154,6 @@ async def test_a_card_the_database_refuses_is_not_listed(tmp_path, demo7):
         assert app.library.find("Ghost") is None and "Ghost" not in app.library.names()
     finally:
         await app.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/old.db"
-    return request.getfixturevalue("postgres_url")
 
 
 async def test_the_migration_lists_every_stored_card_once(tmp_path, demo7, database_url):

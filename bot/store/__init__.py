@@ -2,6 +2,7 @@
 package) and the `rwkv-bot db` command line."""
 from bot.store.codec import (PackedState, State, expand_runs, pack_state, run_length, split_by_lengths,
                              tokens_from_bytes, tokens_to_bytes, unpack_state)
+from bot.store.errors import StoreError
 from bot.store.migrate import downgrade_database, upgrade_database
 from bot.store.models import (CARD_NAME_CHARS, NAME_CHARS, AuditEntry, Base, Channel, Character, InitialState,
                               LibraryEntry, Save, StateRow, Turn, storable)
@@ -9,6 +10,6 @@ from bot.store.store import NameTaken, SaveLimits, Store, StoredState
 
 __all__ = ["CARD_NAME_CHARS", "NAME_CHARS", "AuditEntry", "Base", "Channel", "Character", "InitialState",
            "LibraryEntry", "NameTaken", "PackedState", "Save", "SaveLimits", "State", "StateRow", "Store",
-           "StoredState", "Turn", "downgrade_database", "expand_runs", "pack_state", "run_length",
+           "StoreError", "StoredState", "Turn", "downgrade_database", "expand_runs", "pack_state", "run_length",
            "split_by_lengths", "storable", "tokens_from_bytes", "tokens_to_bytes", "unpack_state",
            "upgrade_database"]

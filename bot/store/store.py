@@ -8,14 +8,14 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, event, exists, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import column, delete, event, exists, func, inspect, select, table, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.store.codec import State, pack_state, unpack_state
-from bot.store.migrate import ensure_sqlite_dir, upgrade_database
-from bot.store.models import (AuditEntry, Base, Channel, Character, InitialState, LibraryEntry, Save, StateRow, Turn,
-                              utcnow)
+from bot.store.errors import StoreError, shown_url
+from bot.store.migrate import ensure_sqlite_dir, head_revision, import_driver, sqlite_path, upgrade_database
+from bot.store.models import AuditEntry, Channel, Character, InitialState, LibraryEntry, Save, StateRow, Turn, utcnow
 
 
 class NameTaken(Exception):
@@ -52,10 +52,14 @@ class Store:
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker[AsyncSession] | None = None
 
-    async def open(self, migrate: bool = True) -> None:
-        ensure_sqlite_dir(self.url)
+    async def open(self, migrate: bool = True, revision: str = "head") -> None:
+        """Connect (a URL that cannot be served is one StoreError line) and, unless `migrate` is False, migrate to
+        `revision`. Without migrating nothing is created: `db check` must not make tables Alembic does not know."""
+        import_driver(self.url)
         if migrate:
-            await asyncio.to_thread(upgrade_database, self.url)
+            ensure_sqlite_dir(self.url)
+        elif (path := sqlite_path(self.url)) is not None and not path.is_file():
+            raise StoreError(f"no database at {path} (the bot's first start or `rwkv-bot db upgrade` creates it)")
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
@@ -63,9 +67,15 @@ class Store:
         if self.url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        if not migrate:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
+        try:
+            async with self.engine.connect():
+                pass
+        except (OSError, DBAPIError) as error:
+            await self.close()
+            reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+            raise StoreError(f"cannot connect to the database {shown_url(self.url)}: {reason}") from None
+        if migrate:
+            await asyncio.to_thread(upgrade_database, self.url, revision)
 
     async def close(self) -> None:
         if self.engine is not None:
@@ -151,8 +161,11 @@ class Store:
                     await s.flush()
                 s.add(LibraryEntry(name_key=name_key, name=name, content_hash=content_hash, owner=owner))
                 return True
-        except IntegrityError:  # the same name listed concurrently
-            raise NameTaken(name) from None
+        except IntegrityError:
+            async with self.sessions() as s:
+                if await s.get(LibraryEntry, name_key) is not None:  # the same name listed concurrently
+                    raise NameTaken(name) from None
+            raise
 
     async def characters(self) -> list[Character]:
         async with self.sessions() as s:
@@ -162,11 +175,16 @@ class Store:
         async with self.sessions() as s:
             return list((await s.execute(select(LibraryEntry).order_by(LibraryEntry.name_key))).scalars())
 
-    async def unlist_character(self, name_key: str) -> list[str]:
+    async def character_origins(self) -> dict[str, str]:
+        """content hash -> origin ("sample", "dir", "import") of every stored card."""
+        async with self.sessions() as s:
+            return dict((await s.execute(select(Character.content_hash, Character.origin))).all())
+
+    async def unlist_character(self, name_key: str, purge: bool = True) -> list[str]:
         """Take a name out of the library; returns the content hashes deleted because nothing uses them now."""
         async with self.sessions.begin() as s:
             await s.execute(delete(LibraryEntry).where(LibraryEntry.name_key == name_key))
-        return await self.purge_characters()
+        return await self.purge_characters() if purge else []
 
     async def purge_characters(self) -> list[str]:
         """Delete cards that are neither listed nor used by a channel or a save (and their prefilled prompts)."""
@@ -382,8 +400,28 @@ class Store:
             return list((await s.execute(q)).scalars())
 
     # -- integrity
+    async def revision(self) -> str | None:
+        """The Alembic revision the database is at; None when it was never migrated."""
+        async with self.engine.connect() as conn:
+            if not await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
+                return None
+            return (await conn.execute(select(table("alembic_version", column("version_num"))
+                                              .c.version_num))).scalar_one_or_none()
+
+    async def row_counts(self, tables: list[str]) -> dict[str, int]:
+        """Rows in each of `tables` that exists."""
+        async with self.engine.connect() as conn:
+            present = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+            return {name: (await conn.execute(select(func.count()).select_from(table(name)))).scalar_one()
+                    for name in tables if name in present}
+
     async def check(self) -> list[str]:
-        """Problems found (empty = consistent): SQLite's own check, then our invariants."""
+        """Problems found (empty = consistent): the migration revision, SQLite's own check, then our invariants."""
+        revision, head = await self.revision(), head_revision()
+        if revision is None:
+            return ["the database was never migrated (no alembic_version table): run `rwkv-bot db upgrade`"]
+        if revision != head:
+            return [f"the database is at revision {revision}, this rwkv-bot expects {head}: run `rwkv-bot db upgrade`"]
         problems: list[str] = []
         async with self.sessions() as s:
             if self.url.startswith("sqlite"):

@@ -20,6 +20,11 @@ depends_on = None
 
 NAME_KEY_CHARS = 256
 
+# What a downgrade past this revision deletes (`rwkv-bot db downgrade` shows it and asks for --yes).
+downgrade_loses = {"library": "who owns which card, and users' own cards and deleted cards (the old schema "
+                              "would list them for everyone)", "saves.owner": "who made each save",
+                   "channels.started_by": "who started each channel"}
+
 
 def upgrade() -> None:
     op.create_table(
