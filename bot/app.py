@@ -130,7 +130,7 @@ async def build_app(config: Config, backend=None, *, character: str | None = Non
     `character`: a card that must exist (`chat --character`)."""
     from bot.cards import sample_cards_dir
     from bot.commands import Commands
-    from bot.conversations import Conversations
+    from bot.conversations import Conversations, Quotas
     from bot.conversations.characters import Library
     from bot.engine.model import file_id
     from bot.engine.scheduler import Engine
@@ -143,7 +143,9 @@ async def build_app(config: Config, backend=None, *, character: str | None = Non
         await store.open()
         started.push_async_callback(store.close)
         library = Library(store, config.characters.dir, config.characters.default,
-                          samples_dir=sample_cards_dir() if config.characters.samples else None)
+                          samples_dir=sample_cards_dir() if config.characters.samples else None,
+                          user_imports=config.characters.user_imports, max_user_cards=config.limits.max_user_cards,
+                          max_bytes=config.limits.max_library_mib << 20)
         await library.load()
         check_characters(library, config, character)
         backend = backend or await asyncio.to_thread(load_backend, config)
@@ -159,8 +161,9 @@ async def build_app(config: Config, backend=None, *, character: str | None = Non
             engine, store, library, sampling_defaults=config.sampling_defaults,
             max_context_tokens=config.model.max_context_tokens, hot_states=config.database.hot_states,
             max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
+            max_message_tokens=config.limits.max_message_tokens, quotas=Quotas.from_config(config.limits),
             channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id)
-        commands = Commands(conversations, library, max_saves=config.limits.max_saves, metrics=metrics,
+        commands = Commands(conversations, library, metrics=metrics,
                             user_per_minute=config.limits.user_messages_per_minute,
                             channel_per_minute=config.limits.channel_messages_per_minute)
         app = App(config, engine, store, library, conversations, commands, metrics)

@@ -56,12 +56,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dir": Key("str", "characters", "directory of character cards scanned at start"),
         "samples": Key("bool", True, "also offer the sample characters shipped with rwkv-bot (Mira, 林小满)"),
         "default": Key("str", "", "character for new channels (default: the first card by name)"),
+        "user_imports": Key("bool", False, "anyone may /char import cards of their own, seen only by them (the "
+                            "shared library is always for bot admins)"),
     },
     "telegram": {
         "token": Key("str", "", "bot token from @BotFather; empty = Telegram off"),
         "base_url": Key("str", "", "Bot API server (self-hosted servers and tests)"),
         "base_file_url": Key("str", "", "Bot API file server"),
-        "admin_ids": Key("list[int]", [], "user ids that count as admins in every chat"),
+        "admin_ids": Key("list[int]", [], "user ids of the bot's admins: the shared character library, and admin "
+                         "in every chat"),
         "requests_per_second": Key("float", 30.0, "Bot API requests per second in all (Telegram allows about 30); "
                                    "0 = no limit (self-hosted servers, load tests)", low=0, high=1_000_000),
         "group_requests_per_minute": Key("float", 20.0, "requests per minute into one group (Telegram allows about "
@@ -75,7 +78,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "discord": {
         "token": Key("str", "", "bot token; empty = Discord off"),
-        "admin_role_ids": Key("list[int]", [], "role ids that count as admins"),
+        "admin_ids": Key("list[int]", [], "user ids of the bot's admins: the shared character library, and admin "
+                         "in every server and DM"),
+        "admin_role_ids": Key("list[int]", [], "role ids whose members are the bot's admins in that server"),
         "dev_guild_id": Key("int", 0, "sync commands to this guild instantly (testing)", low=0, high=2**64),
         "api_base": Key("str", "", "REST API base incl. version (a proxy or test server); empty = discord.com"),
         "gateway_url": Key("str", "", "gateway websocket URL (a proxy or test server); empty = Discord's"),
@@ -87,7 +92,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "limits": {
         "max_message_chars": Key("int", 4000, "longer user messages are truncated (with a notice)", low=16,
                                  high=1_000_000),
-        "max_name_chars": Key("int", 32, "longest display name fed to the model", low=1, high=256),
+        "max_message_tokens": Key("int", 2048, "longer user messages (in tokens) are cut (with a notice), so one "
+                                  "message cannot fill the context", low=16, high=1_000_000),
+        # high: the database column of a label, bot.store.models.NAME_CHARS (a test keeps them equal)
+        "max_name_chars": Key("int", 32, "longest display name fed to the model", low=1, high=128),
         "user_messages_per_minute": Key("int", 30, "per user, with short bursts allowed; more are refused",
                                         low=1, high=1_000_000),
         "channel_messages_per_minute": Key("int", 60, "per channel (all users together)", low=1, high=1_000_000),
@@ -95,6 +103,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "global_queue": Key("int", 1000, "turns waiting in all channels together", low=1, high=1_000_000),
         "shutdown_seconds": Key("float", 15.0, "time to finish replies on SIGTERM", low=0, high=3600),
         "max_saves": Key("int", 20, "named saves per channel", low=1, high=10_000),
+        "max_user_saves": Key("int", 50, "named saves one user keeps in all channels together (bot admins: no "
+                              "limit)", low=1, high=1_000_000),
+        "max_saves_total": Key("int", 10_000, "named saves in the database", low=1, high=100_000_000),
+        "max_user_channels": Key("int", 50, "conversations one user may start (each keeps stored states; a forum "
+                                 "topic or channel is one; bot admins: no limit)", low=1, high=100_000_000),
+        "max_channels": Key("int", 100_000, "conversations in the database", low=1, high=1_000_000_000),
+        "max_user_cards": Key("int", 10, "cards of their own one user may import (characters.user_imports)",
+                              low=0, high=100_000),
+        "max_library_mib": Key("int", 1024, "imported card files stored in all (each is also held in memory)",
+                               low=1, high=1_000_000),
     },
     "metrics": {
         "port": Key("int", 0, "Prometheus metrics port; 0 = off", low=0, high=65535),

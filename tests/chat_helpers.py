@@ -16,9 +16,12 @@ def pace(engine, seconds_per_step: float) -> None:
 
 
 def ctx(channel: str = "c1", user: str = "Alice", admin: bool = True, group: bool = False, lang: str = "en",
-        platform: str = "test", attachment=None) -> Context:
+        platform: str = "test", attachment=None, bot_admin: bool | None = None) -> Context:
+    """A message's Context. `admin`: a chat admin (what a private chat gives everyone); `bot_admin`: one of the
+    bot's configured admins (the shared library); by default only the terminal's user is, as TerminalChat says."""
     return Context(key=ChannelKey(platform, channel), user_id=user.lower(), user_name=user, is_admin=admin,
-                   lang=lang, is_group=group, attachment=attachment)
+                   lang=lang, is_group=group, attachment=attachment,
+                   is_bot_admin=platform == "terminal" if bot_admin is None else bot_admin)
 
 
 async def send(app, text: str, **kw) -> list[str]:

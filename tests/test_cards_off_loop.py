@@ -46,7 +46,7 @@ async def test_a_bystander_is_answered_while_large_cards_are_processed(tmp_path,
         async def card_work() -> float:
             started = time.perf_counter()
             for i, data in enumerate(cards):
-                out = await send(app, "/char import", channel="heavy", attachment=(f"heavy{i}.json", data))
+                out = await send(app, "/char import", channel="heavy", attachment=(f"heavy{i}.json", data), bot_admin=True)
                 assert any(f"Heavy{i}" in line for line in out), out
                 await send(app, f"/char use Heavy{i}", channel="heavy")
                 await send(app, "/params set temperature 0 max_tokens 1", channel="heavy")
@@ -86,7 +86,7 @@ async def test_card_parsing_prompts_and_lorebook_scans_run_in_worker_threads(tmp
         monkeypatch.setattr(bot.cards, name, spy(name, getattr(bot.cards, name)))
     app = await build_app(load_config(write_config(tmp_path, demo7), env={}))
     try:
-        await send(app, "/char import", channel="h", attachment=("heavy.json", heavy_card(0)))
+        await send(app, "/char import", channel="h", attachment=("heavy.json", heavy_card(0)), bot_admin=True)
         await send(app, "/char use Heavy0", channel="h")
         await send(app, "/params set temperature 0 max_tokens 1", channel="h")
         await reply(app, "the dark forest 7", channel="h")

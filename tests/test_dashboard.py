@@ -131,7 +131,9 @@ async def test_every_admin_change_is_audited_once_whichever_surface(app):
     await send(app, "/params show", platform="telegram", channel="-100")  # a read
     await send(app, "/format user-assistant", platform="discord", channel="55", user="Dana")
     card = json.dumps({"name": "Audit Owl", "first_mes": "Hoo."}).encode()
-    await send(app, "/char import", platform="discord", channel="55", user="Dana", attachment=("owl.json", card))
+    await send(app, "/char import", platform="discord", channel="55", user="Dana", attachment=("owl.json", card),
+               bot_admin=True)  # the shared library is the bot admins'
+
     page_ctx = admin.acting_context([ctx(platform="telegram", channel="-100")], "telegram:-100")
     assert (await admin.set_params(app.commands, page_ctx, {"top_k": "7"})).ok
     rows = await admin.audit_log(app.commands)
@@ -282,7 +284,7 @@ async def test_upload_a_card_see_it_in_char_list_then_delete_it(app, dash, brows
     # Every refusal of /char import, word for word: a broken card, and a file over the limit.
     broken = tmp_path / "broken.json"
     broken.write_bytes(b'{"name": ')
-    expected = (await send(app, "/char import", attachment=("broken.json", broken.read_bytes())))[0]
+    expected = (await send(app, "/char import", attachment=("broken.json", broken.read_bytes()), bot_admin=True))[0]
     await page.set_input_files("#card-file", str(broken))
     await page.click("#import-card")
     assert await page.inner_text(".notice.refused") == expected
@@ -291,7 +293,7 @@ async def test_upload_a_card_see_it_in_char_list_then_delete_it(app, dash, brows
     for size in (MAX_CARD_BYTES + 1, MAX_CARD_BYTES + (1 << 20)):  # read and refused; refused unread
         huge = tmp_path / "huge.json"
         huge.write_bytes(b" " * size)
-        expected = (await send(app, "/char import", attachment=("huge.json", huge.read_bytes())))[0]
+        expected = (await send(app, "/char import", attachment=("huge.json", huge.read_bytes()), bot_admin=True))[0]
         await page.set_input_files("#card-file", str(huge))
         await page.click("#import-card")
         assert await page.inner_text(".notice.refused") == expected

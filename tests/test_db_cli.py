@@ -11,7 +11,7 @@ import torch
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.store import Base, Store, StoreError
+from bot.store import Base, SaveLimits, Store, StoreError
 from bot.store.migrate import head_revision
 from tests.conftest import run_cli
 
@@ -82,7 +82,8 @@ async def test_downgrade_says_what_it_deletes_and_needs_yes(database_url, tmp_pa
     await store.open()
     channel = await store.get_or_create_channel("t", "1")
     for name in ("a", "b"):
-        await store.put_save(channel.id, name, {"turns": []}, [torch.zeros(4)], "fp", 1, limit=10)
+        await store.put_save(channel.id, name, {"turns": []}, [torch.zeros(4)], "fp", 1, owner=None,
+                             limits=SaveLimits(per_channel=10, per_user=0, total=10))
     await store.close()
 
     asked = db("downgrade", "--revision", "0001", url=database_url, cwd=tmp_path)

@@ -255,13 +255,21 @@ async def test_admin_checks_for_params_and_import(app, fake):
 
 async def test_char_import_refuses_a_corrupt_file_imports_a_good_one_and_autocomplete_stays_under_25(app, fake):
     async with serving(app, fake):
-        inter = await slash(fake, "char import", {"file": ("card.png", b"\x89PNG\r\n\x1a\nnot really")})
+        # CAROL has a role in discord.admin_role_ids: one of the bot's admins, who own the shared library.
+        inter = await slash(fake, "char import", {"file": ("card.png", b"\x89PNG\r\n\x1a\nnot really")}, user=CAROL)
         assert inter.ephemeral and inter.texts()[0].startswith("Cannot import that card:")
         assert fake.channel_messages(GENERAL) == []  # nothing public
         assert app.library.find("Wren") is None
         card = {"name": "Wren", "description": "A lighthouse keeper.", "first_mes": "The lamp is lit."}
         png = embed_card(tiny_png((10, 120, 200)), json.dumps(card))
-        inter = await slash(fake, "char import", {"file": ("wren.png", png, "image/png")})
+        # A server admin (Manage Server) may change this server's channels, not what every channel shares;
+        # neither may anyone in their DM.
+        inter = await slash(fake, "char import", {"file": ("wren.png", png, "image/png")}, user=ALICE)
+        assert inter.texts() == [t("not_bot_admin", "en")]
+        inter = await slash(fake, "char import", {"file": ("wren.png", png, "image/png")}, user=BOB, channel=DM)
+        assert inter.texts() == [t("not_bot_admin", "en")]
+        assert app.library.find("Wren") is None
+        inter = await slash(fake, "char import", {"file": ("wren.png", png, "image/png")}, user=CAROL)
         assert inter.texts() == [t("char_imported", "en", name="Wren", format=app.library.find("Wren").source_format)]
 
         for i in range(30):

@@ -11,6 +11,7 @@ from bot.app import build_app
 from bot.config import load_config
 from bot.engine.backend import states_equal
 from bot.conversations import ChannelKey
+from bot.i18n import t
 from bot.store import (Base, Store, expand_runs, pack_state, split_by_lengths, tokens_from_bytes,
                               unpack_state, upgrade_database, downgrade_database)
 from bot.store.migrate import head_revision
@@ -141,6 +142,44 @@ async def test_context_rebase_keeps_the_visible_log(tmp_path, demo7):
     assert ch.base_position > 0  # the state was rebuilt from the card and recent turns
     assert "Context:" in (await send(app, "/params"))[0]
     await app.close()
+
+
+async def test_undo_past_a_rebase_goes_back_to_the_state_before_it(tmp_path, demo7):
+    """A rebase rebuilds the state from the card at some turn; undoing to before that turn gives back the state
+    the channel had there, exactly, and the channel's base goes back with it (never above the head)."""
+    app = await open_app(write_config(tmp_path, demo7, settings={"model.max_context_tokens": 1000}))
+    try:
+        await send(app, "/char use Mira")
+        await send(app, "/params set temperature 0 max_tokens 30")
+        key = ChannelKey("test", "c1")
+        states = {}
+        rebase = 0
+        for i in range(40):
+            await reply(app, f"message {i} about the lighthouse")
+            ch = await app.conversations.channel(key)
+            states[ch.head] = await head_state(app)
+            if ch.base_position and not rebase:
+                rebase = ch.base_position
+            if rebase and ch.head >= rebase + 2:
+                break
+        assert rebase > 3, "no rebase happened: make the messages longer or max_context_tokens smaller"
+        target = rebase - 2
+        ch = await app.conversations.channel(key)
+        assert await send(app, f"/undo {ch.head - target}") == [t("undo_done", count=ch.head - target)]
+        ch = await app.conversations.channel(key)
+        assert ch.head == target and ch.base_position == 0
+        assert await app.store.check() == []
+        debug = (await send(app, "/debug 4"))[0]
+        assert f"({target} exchanges since the character's prompt)" in debug
+        assert states_equal(await head_state(app), states[target])
+        app.conversations._hot.clear()  # and from the database
+        assert states_equal(await head_state(app), states[target])
+        await reply(app, f"message {target} about the lighthouse")  # the same line again: the same state
+        assert states_equal(await head_state(app), states[target + 1])
+        ch = await app.conversations.channel(key)
+        assert ch.base_position == 0 and ch.head == target + 1 and await app.store.check() == []
+    finally:
+        await app.close()
 
 
 async def test_two_channels_written_concurrently_stay_consistent(app):

@@ -19,6 +19,7 @@ from bot.adapters.telegram.text import split_message, strip_mention
 from bot.app import build_app
 from bot.config import load_config
 from bot.conversations import ChannelKey
+from bot.i18n import t
 from tests.chat_helpers import pace
 from tests.conftest import ROOT, write_config
 from tests.fake_telegram import FakeTelegram
@@ -370,11 +371,17 @@ def card_json(name: str) -> bytes:
 
 
 async def test_card_import_by_document_and_bad_or_huge_files_refused(tmp_path, demo7, server):
-    config = telegram_config(tmp_path, demo7, server, telegram__max_card_bytes=50_000)
+    # Ann (20) is one of the bot's admins (telegram.admin_ids); the shared library is theirs.
+    config = telegram_config(tmp_path, demo7, server, telegram__max_card_bytes=50_000, telegram__admin_ids=[20])
     async with running(server, config) as bot:
+        stranger = server.private_chat(22, "Mallory")  # her private chat makes her its admin, not the bot's
+        await bot.send_document(stranger, 22, "mira.json", card_json("Mira"), caption="/char import")
+        assert bot.texts(22)[-1] == t("not_bot_admin", "en") and server.calls_to("download") == []
         chat = server.private_chat(20, "Ann")
         await bot.send_document(chat, 20, "nova.json", card_json("Nova"), caption="/char import")
         assert bot.texts(20)[-1] == "Imported Nova (v2)."
+        await bot.send_document(chat, 20, "mira.json", card_json("Mira"), caption="/char import")
+        assert bot.texts(20)[-1] == t("card_name_taken", "en", name="Mira")
         doc = await bot.send_document(chat, 20, "orla.json", card_json("Orla"))
         await bot.say(chat, 20, "/char import", reply_to=doc)
         assert bot.texts(20)[-1] == "Imported Orla (v2)."
@@ -393,7 +400,7 @@ async def test_card_import_by_document_and_bad_or_huge_files_refused(tmp_path, d
         group = server.group_chat(-800, "Club")
         server.set_member_status(group.id, 21, "member")
         await bot.send_document(group, 21, "pia.json", card_json("Pia"), caption="/char import")
-        assert bot.texts(group)[-1] == "Only admins can do that here."
+        assert bot.texts(group)[-1] == t("not_bot_admin", "en")
         assert len(server.calls_to("download")) == downloads
         assert bot.app.library.find("Pia") is None
 

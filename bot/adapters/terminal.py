@@ -25,7 +25,7 @@ class TerminalChat:
     async def context(self) -> Context:
         lang = await self.commands.lang_for(self.key, None, self.lang)
         return Context(key=self.key, user_id="terminal", user_name=self.user_name, is_admin=True, lang=lang,
-                       flood_control=False)
+                       flood_control=False, is_bot_admin=True)  # the machine's own user is the bot's owner
 
     async def run(self, character: str | None = None) -> None:
         await self._open(character)

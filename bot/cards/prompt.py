@@ -21,7 +21,7 @@ from bot.cards.turns import sanitize_name, sanitize_text, turn
 _EXTRA_NEWLINES = re.compile(r"\n{3,}")
 _START = re.compile(r"<start>", re.IGNORECASE)
 _MACRO_SPEAKER = re.compile(r"^[ \t]*(?:\{\{\s*(user|char)\s*\}\}|<(user|bot)>)[ \t]*[:：][ \t]*", re.IGNORECASE)
-_NOTE_SPEAKERS = ("System", "Narrator", "Note")
+NOTE_SPEAKERS = ("System", "Narrator", "Note")  # who speaks the notes fed before a reply (the first free one)
 
 
 @dataclass
@@ -127,7 +127,7 @@ def _triggered(
 def _note_speaker(speakers: _Speakers) -> str:
     """"System", unless a participant is called that: the note must never pass for their line."""
     taken = {speakers.char_label.casefold(), speakers.user_label.casefold()}
-    return next(name for name in _NOTE_SPEAKERS if name.casefold() not in taken)
+    return next(name for name in NOTE_SPEAKERS if name.casefold() not in taken)
 
 
 def _speakers(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Union
 
 from bot.conversations import ChannelKey, TurnStream
+from bot.i18n import t
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,22 @@ class Context:
     key: ChannelKey
     user_id: str
     user_name: str
-    is_admin: bool = True  # adapters decide: DMs and the terminal are admin, groups ask the platform
+    is_admin: bool = True  # a chat admin (this channel's params...): DMs and the terminal are, groups ask the platform
     lang: str = "en"
     is_group: bool = False
     attachment: tuple[str, bytes] | None = None  # (filename, data) sent with the command, for /char import
     flood_control: bool = True  # off for the local terminal: its owner is not a spammer
     chat_title: str = ""  # the server/channel or chat title as the platform shows it ("" = unknown)
     surface: str = ""  # where the command was given when not the platform itself ("dashboard"), for the audit log
+    # A bot admin may change what every channel shares (the character library) and is held only to the global
+    # quotas: the terminal's local user and the ids/roles the owner configured (telegram.admin_ids,
+    # discord.admin_ids, discord.admin_role_ids). A bot admin is a chat admin everywhere.
+    is_bot_admin: bool = False
+
+    @property
+    def user_key(self) -> str:
+        """Who this is across the bot's channels: owner of saves and own cards, starter of channels (quotas)."""
+        return f"{self.key.platform}:{self.user_id}"
 
 
 @dataclass
@@ -47,6 +57,11 @@ class CharacterLine:
 
 
 Output = Union[Reply, CharacterLine, TurnStream]
+
+
+def with_notice(stream: TurnStream, lang: str) -> list[Output]:
+    """A reply being generated, after the notice its line needs (e.g. it was shortened)."""
+    return ([Reply(t(stream.notice, lang, **stream.notice_args))] if stream.notice else []) + [stream]
 Handler = Callable[["Commands", Context, str], Awaitable[list[Output]]]
 
 
@@ -110,3 +125,14 @@ def first_arg(args: str) -> tuple[str, str]:
             return args[1:end], args[end + 1 :].strip()
     name, _, rest = args.partition(" ")
     return name, rest.strip()
+
+
+NUMBER_DIGITS = 9  # the longest number a command takes
+
+
+def parse_number(word: str) -> int | None:
+    """A whole number as commands take them: 1 to NUMBER_DIGITS ASCII digits. Anything else ("²", "①", "-1",
+    a 5,000-digit number) is None, for the command to refuse."""
+    if 0 < len(word) <= NUMBER_DIGITS and word.isascii() and word.isdigit():
+        return int(word)
+    return None

@@ -1,7 +1,7 @@
 """The everyday commands: /help /start /char /reset /undo /regen /params /format /lang."""
 from __future__ import annotations
 
-from bot.commands.base import CharacterLine, Context, Reply, command, first_arg, split_args
+from bot.commands.base import CharacterLine, Context, Reply, command, first_arg, parse_number, split_args
 from bot.conversations import ConversationError
 from bot.engine.params import PARAM_NAMES, SPECS, ParamError
 from bot.i18n import LANGS, param_help, t
@@ -48,22 +48,31 @@ async def char(cmds, ctx: Context, args: str):
     return await _char_use(cmds, ctx, args)
 
 
+def _find(cmds, ctx: Context, name: str):
+    """A card this user may see: the shared library and their own (a bot admin sees everyone's)."""
+    card = cmds.library.find(name, ctx.user_key, everything=ctx.is_bot_admin)
+    if card is None:
+        raise ConversationError("unknown_character", name=name[:64])
+    return card
+
+
 def _char_list(cmds, ctx: Context) -> Reply:
-    cards = cmds.library.cards()
-    if not cards:
+    listed = cmds.library.visible(ctx.user_key, everything=ctx.is_bot_admin)
+    if not listed:
         return Reply(t("no_character", ctx.lang), ephemeral=True)
-    lines = [t("char_list", ctx.lang, count=len(cards))]
-    for card in cards:
+    lines = [t("char_list", ctx.lang, count=len(listed))]
+    for entry in listed:
+        card = entry.card
+        owner = "" if entry.owner is None else " " + (t("char_yours", ctx.lang) if entry.owner == ctx.user_key
+                                                      else t("char_owned_by", ctx.lang, owner=entry.owner))
         lines.append(f"- {card.name}" + (f" ({len(card.alternate_greetings) + 1} greetings)"
-                                         if card.alternate_greetings else ""))
+                                         if card.alternate_greetings else "") + owner)
     return Reply("\n".join(lines), ephemeral=True)
 
 
 async def _char_show(cmds, ctx: Context, name: str) -> Reply:
     if name:
-        card = cmds.library.find(name)
-        if card is None:
-            raise ConversationError("unknown_character", name=name[:64])
+        card = _find(cmds, ctx, name)
         context_line = ""
     else:
         view = await cmds.conversations.view(ctx.key)
@@ -90,17 +99,15 @@ async def _char_show(cmds, ctx: Context, name: str) -> Reply:
 
 async def _char_use(cmds, ctx: Context, args: str):
     words = split_args(args)
-    greeting_index = 0
-    if len(words) > 1 and words[-1].lstrip("-").isdigit():
-        greeting_index = int(words[-1])
+    greeting_index = parse_number(words[-1]) if len(words) > 1 else None
+    if greeting_index is not None:
         name = args.strip().rsplit(None, 1)[0].strip().strip("'\"")
     else:
+        greeting_index = 0
         name = args.strip().strip("'\"")
     if not name:
         return [Reply(t("bad_usage", ctx.lang, name="char", usage="use NAME [GREETING#]"), ephemeral=True)]
-    card = cmds.library.find(name)
-    if card is None:
-        raise ConversationError("unknown_character", name=name[:64])
+    card = _find(cmds, ctx, name)
     high = len(card.alternate_greetings)
     if not 0 <= greeting_index <= high:
         raise ConversationError("bad_greeting", name=card.name, high=high)
@@ -112,25 +119,32 @@ async def _char_use(cmds, ctx: Context, args: str):
     return out
 
 
+def may_import(library, ctx: Context) -> bool:
+    """Whether `/char import` can take this user's file (adapters ask before downloading it): bot admins into
+    the shared library; anyone into their own cards where the owner allows it."""
+    return ctx.is_bot_admin or library.user_imports
+
+
 async def _char_import(cmds, ctx: Context) -> Reply:
-    if not ctx.is_admin:
-        return Reply(t("not_admin", ctx.lang), ephemeral=True)
+    if not may_import(cmds.library, ctx):
+        return Reply(t("not_bot_admin", ctx.lang), ephemeral=True)
     if ctx.attachment is None:
         return Reply(t("import_needs_file", ctx.lang), ephemeral=True)
     filename, data = ctx.attachment
-    card, is_new = await cmds.library.import_card(filename, data)
-    key = "char_imported" if is_new else "char_already"
-    return Reply(t(key, ctx.lang, name=card.name, format=card.source_format))
+    owner = None if ctx.is_bot_admin else ctx.user_key
+    card, is_new = await cmds.library.import_card(filename, data, owner=owner)
+    if not is_new:
+        return Reply(t("char_already", ctx.lang, name=card.name))
+    return Reply(t("char_imported" if owner is None else "char_imported_own", ctx.lang, name=card.name,
+                   format=card.source_format))
 
 
 async def _char_delete(cmds, ctx: Context, name: str) -> Reply:
-    if not ctx.is_admin:
-        return Reply(t("not_admin", ctx.lang), ephemeral=True)
-    card = cmds.library.find(name.strip().strip("'\""))
-    if card is None:
-        raise ConversationError("unknown_character", name=name[:64])
-    await cmds.library.delete(card)
-    return Reply(t("char_deleted", ctx.lang, name=card.name))
+    name = name.strip().strip("'\"")
+    if not name:
+        return Reply(t("bad_usage", ctx.lang, name="char", usage="delete NAME"), ephemeral=True)
+    deleted = await cmds.library.delete(name, ctx.user_key, bot_admin=ctx.is_bot_admin)
+    return Reply(t("char_deleted", ctx.lang, name=deleted.card.name))
 
 
 @command("reset")
@@ -146,9 +160,10 @@ async def reset(cmds, ctx: Context, args: str):
 @command("undo", usage="[N]")
 async def undo(cmds, ctx: Context, args: str):
     words = split_args(args)
-    if len(words) > 1 or (words and not words[0].isdigit()) or (words and int(words[0]) < 1):
+    count = parse_number(words[0]) if len(words) == 1 else 1 if not words else None
+    if count is None or count < 1:
         raise ConversationError("bad_count", low=1)
-    removed = await cmds.conversations.undo(ctx.key, int(words[0]) if words else 1)
+    removed = await cmds.conversations.undo(ctx.key, count)
     return [Reply(t("undo_done", ctx.lang, count=removed) if removed else t("undo_nothing", ctx.lang))]
 
 

@@ -6,8 +6,8 @@ import logging
 from bot.commands.admin import Titles
 from bot.commands.audit import record_command
 from bot.commands.flood import RateLimiter
-from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command
-from bot.conversations import Busy, ConversationError, Conversations
+from bot.commands.base import REGISTRY, CommandSpec, Context, Output, Reply, parse_command, with_notice
+from bot.conversations import Busy, ConversationError, Conversations, acting_for
 from bot.engine.params import ParamError
 from bot.i18n import normalize_lang, t
 from bot.logs import current_channel
@@ -16,14 +16,13 @@ log = logging.getLogger(__name__)
 
 
 class Commands:
-    def __init__(self, conversations: Conversations, library, *, status=None, max_saves: int = 20,
-                 user_per_minute: float = 30, channel_per_minute: float = 60, metrics=None):
+    def __init__(self, conversations: Conversations, library, *, status=None, user_per_minute: float = 30,
+                 channel_per_minute: float = 60, metrics=None):
         from bot.metrics import NO_METRICS
 
         self.conversations = conversations
         self.library = library
         self.status = status  # callable -> dict for /status (the app provides it)
-        self.max_saves = max_saves
         self.user_limiter = RateLimiter(user_per_minute)
         self.channel_limiter = RateLimiter(channel_per_minute)
         self.busy_notices = RateLimiter(60, notice_every=10.0)  # only its notice cooldown is used
@@ -33,6 +32,13 @@ class Commands:
 
     async def handle(self, ctx: Context, text: str) -> list[Output]:
         """A message from a user: a command, or a line said to the channel's character."""
+        acting = acting_for.set((ctx.user_key, ctx.is_bot_admin))  # whose quota a new channel counts against
+        try:
+            return await self._handle(ctx, text)
+        finally:
+            acting_for.reset(acting)
+
+    async def _handle(self, ctx: Context, text: str) -> list[Output]:
         current_channel.set(str(ctx.key))
         if ctx.flood_control and not self._allowed(ctx):
             self.metrics.error("rate_limited")
@@ -47,7 +53,7 @@ class Commands:
             spec = REGISTRY.get(parsed.name)
             if spec is None:
                 return [Reply(t("unknown_command", ctx.lang, name=parsed.name[:32]), ephemeral=True)]
-            if spec.admin and not ctx.is_admin:
+            if spec.admin and not (ctx.is_admin or ctx.is_bot_admin):
                 log.info("channel %s: /%s refused: %s is not an admin", ctx.key, spec.name, ctx.user_id)
                 return [Reply(t("not_admin", ctx.lang), ephemeral=True)]
             outputs = await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
@@ -73,12 +79,7 @@ class Commands:
         return out
 
     async def _chat(self, ctx: Context, text: str) -> list[Output]:
-        stream = await self.conversations.say(ctx.key, ctx.user_name, text)
-        out: list[Output] = []
-        if stream.notice:
-            out.append(Reply(t(stream.notice, ctx.lang, limit=self.conversations.max_message_chars)))
-        out.append(stream)
-        return out
+        return with_notice(await self.conversations.say(ctx.key, ctx.user_name, text), ctx.lang)
 
     async def _guarded(self, ctx: Context, what: str, work) -> list[Output]:
         """Handled problems become one clear reply and one log line (no traceback: a traceback means a bug)."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import re
 
-from bot.commands.base import Context, Reply, command, first_arg, split_args
+from bot.commands.base import Context, Reply, command, first_arg, parse_number, split_args, with_notice
 from bot.conversations import ConversationError
-from bot.cards.turns import sanitize_name
 from bot.i18n import t
 
 SAVE_NAME = re.compile(r"^[\w\-]{1,64}$")
 DEBUG_TOKENS = 64
+DEBUG_MAX_TOKENS = 4096
 INLINE_LIMIT = 1500  # longer /debug output goes out as a file
 
 
@@ -19,24 +19,24 @@ async def continue_(cmds, ctx: Context, args: str):
     return [await cmds.conversations.continue_(ctx.key)]
 
 
-@command("as", usage="NAME text")
+@command("as", admin=True, usage="NAME text")  # in groups: speaking as anyone is for admins
 async def as_(cmds, ctx: Context, args: str):
     name, text = first_arg(args)
     if not name or not text:
         return [Reply(t("bad_usage", ctx.lang, name="as", usage="NAME text"), ephemeral=True)]
-    return [await cmds.conversations.say(ctx.key, name, text, kind="as")]
+    return with_notice(await cmds.conversations.say(ctx.key, name, text, kind="as"), ctx.lang)
 
 
 @command("reply", usage="NAME")
 async def reply(cmds, ctx: Context, args: str):
-    name = sanitize_name(args.strip().strip("'\""), fallback="")
+    name = cmds.conversations.speaker_name(args.strip().strip("'\""), fallback="")
     if not name:
         return [Reply(t("bad_usage", ctx.lang, name="reply", usage="NAME"), ephemeral=True)]
     await cmds.conversations.set_setting(ctx.key, "next_speaker", name)
     return [Reply(t("reply_next", ctx.lang, name=name))]
 
 
-@command("edit", usage="text")
+@command("edit", admin=True, usage="text")  # in groups: putting words in the character's mouth too
 async def edit(cmds, ctx: Context, args: str):
     if not args.strip():
         raise ConversationError("empty_message")
@@ -60,8 +60,7 @@ def _save_name(args: str) -> str:
 @command("save", admin=True, usage="NAME")
 async def save(cmds, ctx: Context, args: str):
     name = _save_name(args)
-    if not await cmds.conversations.save(ctx.key, name, cmds.max_saves):
-        raise ConversationError("too_many_saves", limit=cmds.max_saves)
+    await cmds.conversations.save(ctx.key, name, ctx.user_key, exempt=ctx.is_bot_admin)
     return [Reply(t("saved", ctx.lang, name=name))]
 
 
@@ -94,9 +93,10 @@ async def debug(cmds, ctx: Context, args: str):
     words = [w.lower() for w in split_args(args)]
     show_ids = "ids" in words
     numbers = [w for w in words if w != "ids"]
-    if len(numbers) > 1 or (numbers and (not numbers[0].isdigit() or not 1 <= int(numbers[0]) <= 4096)):
-        return [Reply(t("bad_usage", ctx.lang, name="debug", usage="[N: 1..4096] [ids]"), ephemeral=True)]
-    count = int(numbers[0]) if numbers else DEBUG_TOKENS
+    count = parse_number(numbers[0]) if len(numbers) == 1 else DEBUG_TOKENS if not numbers else None
+    if count is None or not 1 <= count <= DEBUG_MAX_TOKENS:
+        return [Reply(t("bad_usage", ctx.lang, name="debug", usage=f"[N: 1..{DEBUG_MAX_TOKENS}] [ids]"),
+                      ephemeral=True)]
     info = await cmds.conversations.debug(ctx.key, count)
     tok = cmds.conversations.tokenizer
     lines = [t("debug_summary", ctx.lang, tokens=info["tokens"], turns=info["turns"])]

@@ -5,7 +5,7 @@ and states with `bot.store`, and hands token work to `bot.engine`.
 """
 from bot.conversations.characters import Library
 from bot.conversations.conversations import (Busy, ChannelKey, ChannelView, ConversationError, Conversations,
-                                             TurnResult, TurnStream)
+                                             Quotas, TurnResult, TurnStream, acting_for)
 
-__all__ = ["Busy", "ChannelKey", "ChannelView", "ConversationError", "Conversations", "Library", "TurnResult",
-           "TurnStream"]
+__all__ = ["Busy", "ChannelKey", "ChannelView", "ConversationError", "Conversations", "Library", "Quotas",
+           "TurnResult", "TurnStream", "acting_for"]

@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextvars
 import hashlib
 import logging
-from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import AsyncIterator
 
-from bot.engine.backend import State, clone_state
 from bot.cards.turns import reply_cue, sanitize_name, sanitize_text, turn
+from bot.conversations.labels import distinct_label
+from bot.engine.backend import State, clone_state
 from bot.engine.params import SamplingParams
-from bot.engine.scheduler import Engine, GenerationCancelled, GenerationResult
-from bot.store import (Channel, Store, Turn, expand_runs, run_length, split_by_lengths, tokens_from_bytes,
-                              tokens_to_bytes)
+from bot.engine.scheduler import Engine, EngineError, GenerationCancelled, GenerationResult
+from bot.store import (NAME_CHARS, Channel, SaveLimits, Store, Turn, expand_runs, run_length, split_by_lengths,
+                       storable, tokens_from_bytes, tokens_to_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,31 @@ class ConversationError(Exception):
 
 class Busy(ConversationError):
     pass
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """What one user, and everyone together, may keep in the database (the `limits` section of the config).
+    A bot admin is held only to the totals."""
+    saves_per_channel: int
+    saves_per_user: int
+    saves_total: int
+    channels_per_user: int  # conversations a user starts (each keeps its own stored states)
+    channels_total: int
+
+    @classmethod
+    def from_config(cls, limits) -> "Quotas":
+        return cls(limits.max_saves, limits.max_user_saves, limits.max_saves_total, limits.max_user_channels,
+                   limits.max_channels)
+
+
+NO_QUOTAS = Quotas(*(10**9,) * 5)
+
+# Who the work in this task is for: ("platform:user_id", is a bot admin). The command layer sets it for each
+# message; a channel created on their behalf counts against their quota. A context variable, not an argument,
+# because every operation can be a channel's first and none may wait for anything before taking its place in
+# the channel's queue (arrival order).
+acting_for: contextvars.ContextVar[tuple[str, bool] | None] = contextvars.ContextVar("acting_for", default=None)
 
 
 @dataclass(frozen=True)
@@ -71,10 +98,12 @@ class TurnResult:
 class TurnStream:
     """A reply being generated: iterate for the text so far; `await result()` returns once it is committed."""
 
-    def __init__(self, speaker: str, avatar: bytes | None, generation, committed: asyncio.Future, notice: str = ""):
+    def __init__(self, speaker: str, avatar: bytes | None, generation, committed: asyncio.Future, notice: str = "",
+                 notice_args: dict | None = None):
         self.speaker = speaker
         self.avatar = avatar
-        self.notice = notice  # e.g. "your message was shortened"
+        self.notice = notice  # a bot.i18n key, e.g. "message_truncated", filled in with notice_args
+        self.notice_args = notice_args or {}
         self._generation = generation
         self._committed = committed
 
@@ -105,7 +134,8 @@ class ChannelView:
 class Conversations:
     def __init__(self, engine: Engine, store: Store, library, *, sampling_defaults: SamplingParams | None = None,
                  max_context_tokens: int = 0, hot_states: int = 256, max_message_chars: int = 4000,
-                 max_name_chars: int = 32, channel_queue: int = 3, global_queue: int = 1000, state_id: str = ""):
+                 max_name_chars: int = 32, max_message_tokens: int = 2048, channel_queue: int = 3,
+                 global_queue: int = 1000, state_id: str = "", quotas: Quotas = NO_QUOTAS):
         self.engine = engine
         self.store = store
         self.library = library
@@ -113,7 +143,10 @@ class Conversations:
         self.sampling_defaults = sampling_defaults or SamplingParams()
         self.max_context = max_context_tokens or DEFAULT_MAX_CONTEXT
         self.max_message_chars = max_message_chars
-        self.max_name_chars = max_name_chars
+        self.max_name_chars = min(max_name_chars, NAME_CHARS)
+        self.max_message_tokens = max_message_tokens
+        self.quotas = quotas
+        self._admitted: set[ChannelKey] = set()  # channels known to exist (they are never deleted)
         self.channel_queue = channel_queue
         self.global_queue = global_queue
         # A state is valid for one model, numeric format and initial state (state-tuning file).
@@ -127,10 +160,33 @@ class Conversations:
 
     # ----- channels ---------------------------------------------------------------------------------------
     async def channel(self, key: ChannelKey, user_label: str = "User") -> Channel:
+        """The channel's row; a new channel counts against the quota of the user it is created for (see
+        `acting_for`), and against everyone's (ConversationError when either is full)."""
+        if key not in self._admitted:
+            row = await self.store.find_channel(key.platform, key.external_id)
+            if row is not None:
+                self._admitted.add(key)
+                return row
+            await self._check_channel_quotas()
         row = await self.store.get_or_create_channel(key.platform, key.external_id, {
-            "user_label": sanitize_name(user_label, max_chars=self.max_name_chars), "greeting_index": 0,
-            "chat_format": "names", "head": 0, "base_position": 0})
+            "user_label": self.speaker_name(user_label), "greeting_index": 0, "chat_format": "names", "head": 0,
+            "base_position": 0, "started_by": (acting_for.get() or (None,))[0]})
+        self._admitted.add(key)
         return row
+
+    async def _check_channel_quotas(self) -> None:
+        acting = acting_for.get()
+        if acting is None:  # not for a user (the terminal opening its own channel): the owner's doing
+            return
+        who, bot_admin = acting
+        if not bot_admin and await self.store.channels_count(started_by=who) >= self.quotas.channels_per_user:
+            raise ConversationError("too_many_channels", limit=self.quotas.channels_per_user)
+        if await self.store.channels_count() >= self.quotas.channels_total:
+            raise ConversationError("channels_full")
+
+    def speaker_name(self, name: str, fallback: str = "User") -> str:
+        """A name as it is fed and stored: one line, no ':', no NUL, at most max_name_chars."""
+        return sanitize_name(storable(name), fallback=fallback, max_chars=self.max_name_chars)
 
     async def view(self, key: ChannelKey) -> ChannelView:
         ch = await self.channel(key)
@@ -147,13 +203,15 @@ class Conversations:
         card = self.library.get(ch.character) if ch.character else None
         return card or self.library.default()
 
-    def _labels(self, ch: Channel, card, speaker: str | None = None) -> tuple[str, str]:
-        """(character label, user label) as the model reads them."""
+    def _labels(self, ch: Channel, card, speaker: str | None = None, replier: str | None = None) -> tuple[str, str]:
+        """(character label, user label) as the model reads them. A user whose name is the character's (or the
+        one who replies this time, or a label the bot feeds itself, like "System") is told apart by a suffix:
+        nobody's line can pass for the character's or for a note."""
         if ch.chat_format == "user-assistant":
             return "Assistant", "User"
-        char = sanitize_name(card.display_name, fallback="Bot", max_chars=self.max_name_chars)
-        user = sanitize_name(speaker or ch.user_label, max_chars=self.max_name_chars)
-        return char, user
+        char = self.speaker_name(card.display_name, fallback="Bot")
+        user = self.speaker_name(speaker or ch.user_label)
+        return char, distinct_label(user, cast=(char, replier or char), max_chars=self.max_name_chars)
 
     # ----- turns ------------------------------------------------------------------------------------------
     async def say(self, key: ChannelKey, speaker: str, text: str, *, kind: str = "say",
@@ -170,48 +228,67 @@ class Conversations:
         return await self._turn(key, kind="continue", speaker=None, text=None, reply_speaker=reply_speaker, seed=seed)
 
     async def regen(self, key: ChannelKey, seed: int | None = None) -> TurnStream:
-        """A new reply to the last line: the last turn is taken back exactly and asked again."""
+        """A new reply to the last line, asked again from the state before it. The last turn stays until the
+        new one is committed in its place: a cancel, a failure or a crash leaves the old exchange."""
         lock = await self._acquire(key)
         try:
             ch = await self.channel(key)
             last = await self.store.last_turn(ch.id)
             if last is None:
                 raise ConversationError("nothing_to_regen")
-            await self._truncate(ch, ch.head - 1)
         except BaseException:
             lock.release()
             raise
         kind = "say" if last.kind == "edit" else last.kind
         return await self._turn(key, kind=kind, speaker=last.in_speaker, text=last.in_text,
-                                reply_speaker=last.out_speaker, seed=seed, lock=lock)
+                                reply_speaker=last.out_speaker, seed=seed, lock=lock, replace=True)
 
-    def _clean_message(self, text: str) -> tuple[str, str]:
-        notice = ""
+    def _clean_message(self, text: str) -> tuple[str, tuple[str, dict] | None]:
+        """The text as fed (one turn, storable), and the notice to give when it had to be shortened: at most
+        `max_message_chars` characters and `max_message_tokens` tokens (invisible characters can cost four
+        tokens each; one message must never fill the context and make the state forget everything)."""
+        limit = None
         if len(text) > self.max_message_chars:
             text = text[: self.max_message_chars]
-            notice = "message_truncated"
-        return sanitize_text(text), notice
+            limit = self.max_message_chars
+        text = sanitize_text(storable(text))
+        if self.tokenizer.count(text) > self.max_message_tokens:
+            low, high = 0, len(text)  # the longest prefix within the token limit
+            while low < high:
+                mid = (low + high + 1) // 2
+                if self.tokenizer.count(text[:mid]) <= self.max_message_tokens:
+                    low = mid
+                else:
+                    high = mid - 1
+            text = sanitize_text(text[:low])
+            limit = len(text)
+        return text, (("message_truncated", {"limit": limit}) if limit is not None else None)
 
     async def _turn(self, key: ChannelKey, *, kind: str, speaker: str | None, text: str | None,
-                    reply_speaker: str | None, seed: int | None, notice: str = "",
-                    lock: asyncio.Lock | None = None) -> TurnStream:
+                    reply_speaker: str | None, seed: int | None, notice: tuple[str, dict] | None = None,
+                    lock: asyncio.Lock | None = None, replace: bool = False) -> TurnStream:
+        """Generate a turn after the head, or (`replace`) in place of the last turn, from the state before it."""
         lock = lock or await self._acquire(key)
         try:
             ch = await self.channel(key, speaker or "User")
             card = self._card(ch)
             if card is None:
                 raise ConversationError("no_character")
-            char_label, user_label = self._labels(ch, card, speaker)
             reply_speaker = reply_speaker or (ch.settings or {}).get("next_speaker")
-            out_speaker = (sanitize_name(reply_speaker, max_chars=self.max_name_chars)
-                           if reply_speaker and ch.chat_format == "names" else char_label)
-            hot = await self._head_state(ch, card)
-            if hot.tokens > self.max_context:
-                hot = await self._rebase(ch, card)
+            replier = self.speaker_name(reply_speaker) if reply_speaker and ch.chat_format == "names" else None
+            char_label, user_label = self._labels(ch, card, speaker, replier)
+            out_speaker = replier or char_label
+            base = ch.head - 1 if replace else ch.head
+            hot = await self._state_at(ch, card, base)
+            rebase = None
+            if hot.tokens > self.max_context:  # committed with the turn, so a turn cut off leaves no rebase
+                log.info("channel %s: context over %d tokens; rebasing", ch.id, self.max_context)
+                hot = await self._rebased_state(ch, card, base)
+                rebase = (base, hot.state, hot.tokens)
             prompt = ""
             if text is not None:
-                in_speaker = user_label if kind == "say" else sanitize_name(speaker, max_chars=self.max_name_chars)
-                prompt = turn(in_speaker, text) + await self._preamble(card, ch, text, user_label, char_label)
+                in_speaker = user_label if kind == "say" else self.speaker_name(speaker)
+                prompt = turn(in_speaker, text) + await self._preamble(card, ch, base, text, user_label, char_label)
             else:
                 in_speaker = None
             prompt += reply_cue(out_speaker)
@@ -223,41 +300,46 @@ class Conversations:
             raise
         committed = asyncio.get_running_loop().create_future()
         record = {"kind": kind, "in_speaker": in_speaker, "in_text": text, "out_speaker": out_speaker}
-        task = asyncio.create_task(self._finish_turn(ch, hot, generation, len(prompt_tokens), record, committed,
-                                                     lock))
+        finish = _Finish(ch, hot, generation, len(prompt_tokens), record, committed, lock, replace, rebase)
+        task = asyncio.create_task(self._finish_turn(finish))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return TurnStream(out_speaker, getattr(card, "avatar", None), generation, committed, notice)
+        return TurnStream(out_speaker, getattr(card, "avatar", None), generation, committed, *(notice or ("",)))
 
-    async def _finish_turn(self, ch: Channel, hot: HotState, generation, prompt_len: int, record: dict,
-                           committed: asyncio.Future, lock: asyncio.Lock) -> None:
+    async def _finish_turn(self, f: "_Finish") -> None:
+        ch = f.channel
         try:
-            result: GenerationResult = await generation.result()
-            tokens = hot.tokens + len(result.fed)
-            position = await self.store.commit_turn(
-                ch.id, dict(record, out_text=result.text, fed=tokens_to_bytes(result.fed), prompt_len=prompt_len,
-                            feed_lengths=run_length(result.feed_lengths)),
-                result.state, self.fingerprint, tokens)
+            result: GenerationResult = await f.generation.result()
+            tokens = f.hot.tokens + len(result.fed)
+            try:
+                position = await self.store.commit_turn(
+                    ch.id, dict(f.record, out_text=storable(result.text), fed=tokens_to_bytes(result.fed),
+                                prompt_len=f.prompt_len, feed_lengths=run_length(result.feed_lengths)),
+                    result.state, self.fingerprint, tokens, replace=f.replace, rebase=f.rebase)
+            except Exception as exc:  # the database refused: the channel is as it was; say so like a failed step
+                log.error("channel %s: turn not stored: %s", ch.id, exc.__class__.__name__)  # (its text holds ours)
+                raise _NotStored("the reply could not be stored") from None
             self._remember(ch.id, HotState(position, self.fingerprint, tokens, result.state))
             if (ch.settings or {}).get("next_speaker"):  # /reply NAME applies to one reply
                 await self.store.update_channel(ch.id, settings={k: v for k, v in ch.settings.items()
                                                                   if k != "next_speaker"})
-            committed.set_result(TurnResult(result.text, record["out_speaker"], position, result.stop_reason))
+            f.committed.set_result(TurnResult(storable(result.text), f.record["out_speaker"], position,
+                                              result.stop_reason))
         except BaseException as exc:  # cancelled or failed: nothing was committed; the channel is unchanged
-            if not isinstance(exc, (GenerationCancelled, asyncio.CancelledError)):
+            if not isinstance(exc, (GenerationCancelled, asyncio.CancelledError, _NotStored)):
                 log.error("channel %s: turn failed: %s: %s", ch.id, exc.__class__.__name__, exc)
-            if not committed.done():
-                committed.set_exception(exc if isinstance(exc, Exception) else GenerationCancelled())
-                committed.exception()
+            if not f.committed.done():
+                f.committed.set_exception(exc if isinstance(exc, Exception) else GenerationCancelled())
+                f.committed.exception()
         finally:
-            lock.release()
+            f.lock.release()
 
-    async def _preamble(self, card, ch: Channel, text: str, user_label: str, char_label: str) -> str:
+    async def _preamble(self, card, ch: Channel, base: int, text: str, user_label: str, char_label: str) -> str:
         """Lorebook notes and post-history instructions for this reply (bot.cards decides what applies)."""
         from bot.cards import reply_preamble
 
         recent = []
-        for t in await self.store.turns(ch.id, after=max(0, ch.head - RECENT_TURNS)):
+        for t in await self.store.turns(ch.id, after=max(0, base - RECENT_TURNS), upto=base):
             recent += [x for x in (t.in_text, t.out_text) if x]
         # Card work (lorebook scan, macros) runs in a thread: a large or hostile card must not stall other channels.
         return await asyncio.to_thread(reply_preamble, card, message=text, recent=recent, user=user_label,
@@ -277,7 +359,8 @@ class Conversations:
             return (await generation.result()).text
 
     async def edit_last(self, key: ChannelKey, text: str) -> TurnResult:
-        """Replace the character's last reply; the state becomes exactly what it would be had it said this."""
+        """Replace the character's last reply; the state becomes exactly what it would be had it said this. The
+        old turn stays until the edited one is committed in its place."""
         cleaned, _ = self._clean_message(text)
         if not cleaned:
             raise ConversationError("empty_message")
@@ -297,13 +380,20 @@ class Conversations:
                 cue_chunks.append(chunk)
                 used += len(chunk)
             reply_tokens = self.tokenizer.encode(" " + cleaned + "\n\n")
-            result = await self.engine.feed(before.state, cue_chunks + [reply_tokens], channel=str(key))
-            await self._truncate(ch, ch.head - 1)
+            try:
+                result = await self.engine.feed(before.state, cue_chunks + [reply_tokens], channel=str(key))
+            except EngineError:
+                raise ConversationError("engine_error") from None
             tokens = before.tokens + len(result.fed)
             record = dict(kind="edit", in_speaker=last.in_speaker, in_text=last.in_text,
                           out_speaker=last.out_speaker, out_text=cleaned, fed=tokens_to_bytes(result.fed),
                           prompt_len=last.prompt_len, feed_lengths=run_length(result.feed_lengths))
-            position = await self.store.commit_turn(ch.id, record, result.state, self.fingerprint, tokens)
+            try:
+                position = await self.store.commit_turn(ch.id, record, result.state, self.fingerprint, tokens,
+                                                        replace=True)
+            except Exception as exc:  # the old reply stays
+                log.error("channel %s: edit not stored: %s", ch.id, exc.__class__.__name__)
+                raise ConversationError("not_stored") from None
             self._remember(ch.id, HotState(position, self.fingerprint, tokens, result.state))
             return TurnResult(cleaned, last.out_speaker, position, "edit")
 
@@ -333,7 +423,7 @@ class Conversations:
         async with await self._locked(key):
             ch = await self.channel(key)
             if user_label:
-                ch.user_label = sanitize_name(user_label, max_chars=self.max_name_chars)
+                ch.user_label = self.speaker_name(user_label)
             return await self._start(ch, card, greeting_index)
 
     async def set_chat_format(self, key: ChannelKey, chat_format: str) -> str:
@@ -370,12 +460,13 @@ class Conversations:
             await self.store.update_channel(ch.id, settings=settings)
 
     async def setting(self, key: ChannelKey, name: str, default=None):
-        """A per-channel setting (e.g. "lang", "reply_mode"), read without creating the channel's state."""
-        ch = await self.channel(key)
-        return (ch.settings or {}).get(name, default)
+        """A per-channel setting (e.g. "lang", "reply_mode"), read without creating the channel."""
+        ch = await self.store.find_channel(key.platform, key.external_id)
+        return (ch.settings or {}).get(name, default) if ch is not None else default
 
-    async def save(self, key: ChannelKey, name: str, limit: int) -> bool:
-        """Store the conversation, character and exact head state under `name`; False when over `limit`."""
+    async def save(self, key: ChannelKey, name: str, who: str | None = None, exempt: bool = False) -> None:
+        """Store the conversation, character and exact head state under `name`, within the quotas of the
+        channel, of `who` (unless `exempt`: a bot admin) and of everyone (ConversationError names the full one)."""
         async with await self._locked(key):
             ch = await self.channel(key)
             card = self._card(ch)
@@ -385,7 +476,16 @@ class Conversations:
             snapshot = {"channel": {k: getattr(ch, k) for k in SAVED_FIELDS},
                         "greeting": (ch.settings or {}).get("greeting"),
                         "turns": [_turn_dict(t) for t in await self.store.turns(ch.id)]}
-            return await self.store.put_save(ch.id, name, snapshot, hot.state, self.fingerprint, hot.tokens, limit)
+            q = self.quotas
+            refused = await self.store.put_save(
+                ch.id, name, snapshot, hot.state, self.fingerprint, hot.tokens, owner=who,
+                limits=SaveLimits(q.saves_per_channel, 0 if exempt else q.saves_per_user, q.saves_total))
+            if refused == "channel":
+                raise ConversationError("too_many_saves", limit=q.saves_per_channel)
+            if refused == "user":
+                raise ConversationError("too_many_user_saves", limit=q.saves_per_user)
+            if refused == "total":
+                raise ConversationError("saves_full")
 
     async def load(self, key: ChannelKey, name: str) -> str:
         """Restore a save exactly; returns the character's name."""
@@ -536,15 +636,13 @@ class Conversations:
         hot = await self._rebased_state(ch, card, position)
         await self.store.put_state(ch.id, position, hot.state, self.fingerprint, hot.tokens, pinned=True)
         await self.store.update_channel(ch.id, base_position=position)
+        ch.base_position = position
         self._remember(ch.id, hot)
         return hot
 
-    async def _rebase(self, ch: Channel, card) -> HotState:
-        """Context full: rebuild from the card and the most recent turns that fit; the visible log is kept."""
-        log.info("channel %s: context over %d tokens; rebasing", ch.id, self.max_context)
-        return await self._rebuild(ch, card, ch.head)
-
     async def _rebased_state(self, ch: Channel, card, position: int) -> HotState:
+        """Context full (or no usable snapshot): the state rebuilt from the card and the most recent turns up to
+        `position` that fit; the visible log is kept."""
         prompt = await self._prompt(ch, card, ch.greeting_index)
         state, tokens = await self._initial_state(card, prompt.text)
         turns = await self.store.turns(ch.id, upto=position)
@@ -563,7 +661,7 @@ class Conversations:
         return HotState(position, self.fingerprint, tokens + len(result.fed), result.state)
 
     async def _truncate(self, ch: Channel, position: int) -> None:
-        await self.store.truncate(ch.id, position)
+        ch.base_position = await self.store.truncate(ch.id, position)
         ch.head = position
         hot = self._hot.get(ch.id)
         if hot and hot.position > position:
@@ -608,6 +706,24 @@ class Conversations:
             return True
         done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
         return not pending
+
+
+class _NotStored(EngineError):
+    """A finished reply the database would not take; users hear what a failed model step says."""
+
+
+@dataclass
+class _Finish:
+    """What finishing a turn needs once its reply is generated."""
+    channel: Channel
+    hot: HotState
+    generation: object
+    prompt_len: int
+    record: dict
+    committed: asyncio.Future
+    lock: asyncio.Lock
+    replace: bool
+    rebase: tuple | None
 
 
 class _Held:

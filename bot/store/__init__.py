@@ -4,9 +4,12 @@ from bot.store.codec import (PackedState, State, expand_runs, pack_state, run_le
                              tokens_from_bytes, tokens_to_bytes, unpack_state)
 from bot.store.errors import StoreError
 from bot.store.migrate import downgrade_database, upgrade_database
-from bot.store.models import AuditEntry, Base, Channel, Character, InitialState, Save, StateRow, Turn
-from bot.store.store import Store, StoredState
+from bot.store.models import (CARD_NAME_CHARS, NAME_CHARS, AuditEntry, Base, Channel, Character, InitialState,
+                              LibraryEntry, Save, StateRow, Turn, storable)
+from bot.store.store import NameTaken, SaveLimits, Store, StoredState
 
-__all__ = ["AuditEntry", "Base", "Channel", "Character", "InitialState", "PackedState", "Save", "State", "StateRow",
-           "Store", "StoreError", "StoredState", "Turn", "downgrade_database", "expand_runs", "pack_state", "run_length",
-           "split_by_lengths", "tokens_from_bytes", "tokens_to_bytes", "unpack_state", "upgrade_database"]
+__all__ = ["CARD_NAME_CHARS", "NAME_CHARS", "AuditEntry", "Base", "Channel", "Character", "InitialState",
+           "LibraryEntry", "NameTaken", "PackedState", "Save", "SaveLimits", "State", "StateRow", "Store",
+           "StoreError", "StoredState", "Turn", "downgrade_database", "expand_runs", "pack_state", "run_length",
+           "split_by_lengths", "storable", "tokens_from_bytes", "tokens_to_bytes", "unpack_state",
+           "upgrade_database"]

@@ -8,8 +8,39 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+import re
+
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, TypeDecorator,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAME_CHARS = 128  # a speaker label or a channel's user label (limits.max_name_chars can be at most this)
+CARD_NAME_CHARS = 256  # a card's name and its file name
+WHO_CHARS = 160  # "platform:user_id": who owns a save or a personal card, who started a channel
+
+# NUL and lone surrogates cannot be stored in a PostgreSQL text column (and a surrogate is not even UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str, max_chars: int | None = None) -> str:
+    """Text every database can store: no NUL, no lone surrogates, at most `max_chars` characters."""
+    text = _UNSTORABLE.sub("", text)
+    return text[:max_chars] if max_chars else text
+
+
+class Clean(TypeDecorator):
+    """A text column that never fails a commit: what is written is `storable` and fits the column (the code
+    above makes its input fit already; this is the last guard, so one odd string cannot lose a turn)."""
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return storable(value, self.impl.length) if isinstance(value, str) else value
+
+
+class CleanText(Clean):
+    impl = Text
+    cache_ok = True
 
 
 def utcnow() -> dt.datetime:
@@ -27,12 +58,13 @@ class Channel(Base):
     external_id: Mapped[str] = mapped_column(String(128))
     character: Mapped[str | None] = mapped_column(String(64))  # content hash of the card in `characters`
     greeting_index: Mapped[int] = mapped_column(Integer, default=0)
-    user_label: Mapped[str] = mapped_column(String(128), default="User")  # {{user}} in the character's prompt
+    user_label: Mapped[str] = mapped_column(Clean(NAME_CHARS), default="User")  # {{user}} in the character's prompt
     params: Mapped[dict] = mapped_column(JSON, default=dict)  # sampling overrides; defaults come from config
     chat_format: Mapped[str] = mapped_column(String(32), default="names")
     settings: Mapped[dict] = mapped_column(JSON, default=dict)
     head: Mapped[int] = mapped_column(Integer, default=0)  # position of the last committed turn
     base_position: Mapped[int] = mapped_column(Integer, default=0)  # turns after this are in the state (rebase)
+    started_by: Mapped[str | None] = mapped_column(String(WHO_CHARS), index=True)  # quota: conversations per user
     title: Mapped[str | None] = mapped_column(String(256))  # server/channel or chat title, for the admin page
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
@@ -42,13 +74,25 @@ class Channel(Base):
 class Character(Base):
     __tablename__ = "characters"
     content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(Clean(CARD_NAME_CHARS))
     source_format: Mapped[str] = mapped_column(String(32))
     card: Mapped[dict] = mapped_column(JSON)  # the normalized card (bot.cards Card.to_json()), for inspection
-    filename: Mapped[str] = mapped_column(String(256))
+    filename: Mapped[str] = mapped_column(Clean(CARD_NAME_CHARS))
     raw: Mapped[bytes] = mapped_column(LargeBinary)  # the file as imported: parsed again at start
     avatar: Mapped[bytes | None] = mapped_column(LargeBinary)
     origin: Mapped[str] = mapped_column(String(16), default="import")  # "sample", "dir" (characters/), "import"
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LibraryEntry(Base):
+    """A name in the character library and the card it stands for. One name, one card (case-insensitively,
+    whoever owns it), so no import can shadow another card. A card row without an entry is no longer listed but
+    stays while a channel or a save uses it."""
+    __tablename__ = "library"
+    name_key: Mapped[str] = mapped_column(String(CARD_NAME_CHARS), primary_key=True)  # the name, casefolded
+    name: Mapped[str] = mapped_column(Clean(CARD_NAME_CHARS))
+    content_hash: Mapped[str] = mapped_column(ForeignKey("characters.content_hash", ondelete="CASCADE"), index=True)
+    owner: Mapped[str | None] = mapped_column(String(WHO_CHARS), index=True)  # None: the shared library
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -58,10 +102,10 @@ class Turn(Base):
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)  # 1, 2, ... (0 is the character's prompt and greeting)
     kind: Mapped[str] = mapped_column(String(16))  # say | continue | as | edit ...
-    in_speaker: Mapped[str | None] = mapped_column(String(128))
-    in_text: Mapped[str | None] = mapped_column(Text)
-    out_speaker: Mapped[str] = mapped_column(String(128))
-    out_text: Mapped[str] = mapped_column(Text)
+    in_speaker: Mapped[str | None] = mapped_column(Clean(NAME_CHARS))
+    in_text: Mapped[str | None] = mapped_column(CleanText)
+    out_speaker: Mapped[str] = mapped_column(Clean(NAME_CHARS))
+    out_text: Mapped[str] = mapped_column(CleanText)
     fed: Mapped[bytes] = mapped_column(LargeBinary)  # int32 token ids fed by this turn
     prompt_len: Mapped[int] = mapped_column(Integer)  # the first tokens of `fed` are the cue, the rest the reply
     feed_lengths: Mapped[list] = mapped_column(JSON)  # run-length [[length, count], ...] of forward calls
@@ -98,7 +142,8 @@ class Save(Base):
     __tablename__ = "saves"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(Clean(64))
+    owner: Mapped[str | None] = mapped_column(String(WHO_CHARS), index=True)  # quota: saves per user
     snapshot: Mapped[dict] = mapped_column(JSON)  # channel fields and turns
     fingerprint: Mapped[str] = mapped_column(String(64))
     tokens: Mapped[int] = mapped_column(Integer)

@@ -9,14 +9,30 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import column, delete, event, func, inspect, select, table, update
+from sqlalchemy import column, delete, event, exists, func, inspect, select, table, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.store.codec import State, pack_state, unpack_state
 from bot.store.errors import StoreError, shown_url
 from bot.store.migrate import ensure_sqlite_dir, head_revision, import_driver, sqlite_path, upgrade_database
-from bot.store.models import AuditEntry, Channel, Character, InitialState, Save, StateRow, Turn, utcnow
+from bot.store.models import AuditEntry, Channel, Character, InitialState, LibraryEntry, Save, StateRow, Turn, utcnow
+
+
+class NameTaken(Exception):
+    """The library already has a card of that name (it may have been added a moment ago by someone else)."""
+
+
+class _Refused(Exception):
+    def __init__(self, quota: str):
+        self.quota = quota
+
+
+@dataclass(frozen=True)
+class SaveLimits:
+    per_channel: int
+    per_user: int  # 0: no per-user limit (a bot admin)
+    total: int
 
 
 @dataclass
@@ -87,6 +103,11 @@ class Store:
                 return (await s.execute(select(Channel).where(*where))).scalar_one()
         return row
 
+    async def find_channel(self, platform: str, external_id: str) -> Channel | None:
+        async with self.sessions() as s:
+            return (await s.execute(select(Channel).where(Channel.platform == platform,
+                                                          Channel.external_id == external_id))).scalar_one_or_none()
+
     async def get_channel(self, channel_id: int) -> Channel:
         async with self.sessions() as s:
             return await s.get(Channel, channel_id)
@@ -95,9 +116,13 @@ class Store:
         async with self.sessions.begin() as s:
             await s.execute(update(Channel).where(Channel.id == channel_id).values(**fields, updated=utcnow()))
 
-    async def channels_count(self) -> int:
+    async def channels_count(self, started_by: str | None = None) -> int:
+        """All channels, or those `started_by` one user."""
+        q = select(func.count()).select_from(Channel)
+        if started_by is not None:
+            q = q.where(Channel.started_by == started_by)
         async with self.sessions() as s:
-            return (await s.execute(select(func.count()).select_from(Channel))).scalar_one()
+            return (await s.execute(q)).scalar_one()
 
     async def set_title(self, platform: str, external_id: str, title: str) -> bool:
         """Only the title: no lock needed, and the channel's last activity stays as it was. False: no channel."""
@@ -120,27 +145,79 @@ class Store:
 
     # -- characters
     async def put_character(self, content_hash: str, name: str, source_format: str, card: dict, filename: str,
-                            raw: bytes, avatar: bytes | None, origin: str) -> bool:
-        """Insert unless present; returns True when new."""
-        async with self.sessions.begin() as s:
-            if await s.get(Character, content_hash) is not None:
-                return False
-            s.add(Character(content_hash=content_hash, name=name, source_format=source_format, card=card,
-                            filename=filename, raw=raw, avatar=avatar, origin=origin))
-            return True
+                            raw: bytes, avatar: bytes | None, origin: str, *, name_key: str,
+                            owner: str | None = None, replace_name: bool = False) -> bool:
+        """Store the card (unless its bytes are stored already) and list it under `name_key`, in one transaction;
+        returns True when the card was not listed there before. A name listed for another card raises NameTaken,
+        unless `replace_name` (the owner's characters/ directory: an edited file keeps its name)."""
+        try:
+            async with self.sessions.begin() as s:
+                if await s.get(Character, content_hash) is None:
+                    s.add(Character(content_hash=content_hash, name=name, source_format=source_format, card=card,
+                                    filename=filename, raw=raw, avatar=avatar, origin=origin))
+                entry = await s.get(LibraryEntry, name_key)
+                if entry is not None and entry.content_hash == content_hash and entry.owner == owner:
+                    return False
+                if entry is not None and not replace_name:
+                    raise NameTaken(name)
+                if entry is not None:
+                    await s.delete(entry)
+                    await s.flush()
+                s.add(LibraryEntry(name_key=name_key, name=name, content_hash=content_hash, owner=owner))
+                return True
+        except IntegrityError:
+            async with self.sessions() as s:
+                if await s.get(LibraryEntry, name_key) is not None:  # the same name listed concurrently
+                    raise NameTaken(name) from None
+            raise
 
     async def characters(self) -> list[Character]:
         async with self.sessions() as s:
             return list((await s.execute(select(Character).order_by(Character.name))).scalars())
 
+    async def library(self) -> list[LibraryEntry]:
+        async with self.sessions() as s:
+            return list((await s.execute(select(LibraryEntry).order_by(LibraryEntry.name_key))).scalars())
+
+    async def character_origins(self) -> dict[str, str]:
+        """content hash -> origin ("sample", "dir", "import") of every stored card."""
+        async with self.sessions() as s:
+            return dict((await s.execute(select(Character.content_hash, Character.origin))).all())
+
+    async def unlist_character(self, name_key: str, purge: bool = True) -> list[str]:
+        """Take a name out of the library; returns the content hashes deleted because nothing uses them now."""
+        async with self.sessions.begin() as s:
+            await s.execute(delete(LibraryEntry).where(LibraryEntry.name_key == name_key))
+        return await self.purge_characters() if purge else []
+
+    async def purge_characters(self) -> list[str]:
+        """Delete cards that are neither listed nor used by a channel or a save (and their prefilled prompts)."""
+        saved = Save.snapshot["channel"]["character"].as_string()
+        async with self.sessions.begin() as s:
+            unused = list((await s.execute(
+                select(Character.content_hash)
+                .where(~exists().where(LibraryEntry.content_hash == Character.content_hash),
+                       ~exists().where(Channel.character == Character.content_hash),
+                       ~exists().where(saved == Character.content_hash)))).scalars())
+            if unused:
+                await s.execute(delete(InitialState).where(InitialState.character.in_(unused)))
+                await s.execute(delete(Character).where(Character.content_hash.in_(unused)))
+        return unused
+
+    async def imported_bytes(self) -> int:
+        """The size of every imported card file stored (listed or still in use), for the library's quota."""
+        async with self.sessions() as s:
+            return (await s.execute(select(func.coalesce(func.sum(func.length(Character.raw)), 0))
+                                    .where(Character.origin == "import"))).scalar_one()
+
+    async def owned_cards(self, owner: str) -> int:
+        async with self.sessions() as s:
+            return (await s.execute(select(func.count()).select_from(LibraryEntry)
+                                    .where(LibraryEntry.owner == owner))).scalar_one()
+
     async def get_character(self, content_hash: str) -> Character | None:
         async with self.sessions() as s:
             return await s.get(Character, content_hash)
-
-    async def delete_character(self, content_hash: str) -> bool:
-        async with self.sessions.begin() as s:
-            result = await s.execute(delete(Character).where(Character.content_hash == content_hash))
-            return result.rowcount > 0
 
     # -- turns and states
     async def turns(self, channel_id: int, after: int = 0, upto: int | None = None) -> list[Turn]:
@@ -155,19 +232,34 @@ class Store:
             return (await s.execute(select(Turn).where(Turn.channel_id == channel_id)
                                     .order_by(Turn.position.desc()).limit(1))).scalar_one_or_none()
 
-    async def commit_turn(self, channel_id: int, turn: dict, state: State, fingerprint: str, tokens: int,
-                          pinned: bool = False, base_position: int | None = None) -> int:
-        """Atomically: the turn, its resulting state, the channel's head; prunes old snapshots."""
+    async def commit_turn(self, channel_id: int, turn: dict, state: State, fingerprint: str, tokens: int, *,
+                          replace: bool = False, rebase: tuple[int, State, int] | None = None) -> int:
+        """Atomically: the turn, its resulting state, the channel's head; prunes old snapshots.
+
+        `replace`: the turn takes the place of the last one (regenerate, edit), whose turn and state stay until
+        this commits. `rebase` = (position, state, tokens): the turn was built on a state rebuilt from the card at
+        `position` (context full); that state is pinned there and becomes the channel's base, in the same
+        transaction, so a turn that never commits leaves no rebase behind."""
         packed = await asyncio.to_thread(pack_state, state)
+        packed_base = await asyncio.to_thread(pack_state, rebase[1]) if rebase else None
         async with self.sessions.begin() as s:
             channel = await s.get(Channel, channel_id, with_for_update=True)
-            position = channel.head + 1
+            position = channel.head if replace else channel.head + 1
+            if replace:
+                await s.execute(delete(Turn).where(Turn.channel_id == channel_id, Turn.position >= position))
+                await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id,
+                                                       StateRow.position >= position))
+            if rebase is not None:
+                base, _, base_tokens = rebase
+                await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id, StateRow.position == base))
+                s.add(StateRow(channel_id=channel_id, position=base, fingerprint=fingerprint, pinned=True,
+                               tokens=base_tokens, header=packed_base.header, blob=packed_base.blob))
+                channel.base_position = base
+            await s.flush()  # the replaced turn's row goes before its successor takes the position
             s.add(Turn(channel_id=channel_id, position=position, **turn))
-            s.add(StateRow(channel_id=channel_id, position=position, fingerprint=fingerprint, pinned=pinned,
+            s.add(StateRow(channel_id=channel_id, position=position, fingerprint=fingerprint, pinned=False,
                            tokens=tokens, header=packed.header, blob=packed.blob))
             channel.head = position
-            if base_position is not None:
-                channel.base_position = base_position
             channel.updated = utcnow()
             await self._prune(s, channel_id, position)
         return position
@@ -195,13 +287,22 @@ class Store:
         state = await asyncio.to_thread(unpack_state, row.header, row.blob)
         return StoredState(row.position, row.fingerprint, row.tokens, state, row.pinned)
 
-    async def truncate(self, channel_id: int, position: int, **channel_fields) -> None:
-        """Forget turns and states after `position` (undo) and move the head there."""
+    async def truncate(self, channel_id: int, position: int) -> int:
+        """Forget turns and states after `position` (undo) and move the head there; returns the channel's base
+        now. Undoing past the base (the turn where the state was last rebuilt from the card) goes back to the
+        state line before it: the base becomes the newest pinned state at or before `position` (0: the start)."""
         async with self.sessions.begin() as s:
+            channel = await s.get(Channel, channel_id, with_for_update=True)
             await s.execute(delete(Turn).where(Turn.channel_id == channel_id, Turn.position > position))
             await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id, StateRow.position > position))
-            await s.execute(update(Channel).where(Channel.id == channel_id)
-                            .values(head=position, updated=utcnow(), **channel_fields))
+            if channel.base_position > position:
+                channel.base_position = (await s.execute(
+                    select(func.coalesce(func.max(StateRow.position), 0))
+                    .where(StateRow.channel_id == channel_id, StateRow.pinned.is_(True),
+                           StateRow.position <= position))).scalar_one()
+            channel.head = position
+            channel.updated = utcnow()
+            return channel.base_position
 
     async def reset_channel(self, channel_id: int, initial: State, fingerprint: str, tokens: int,
                             **channel_fields) -> None:
@@ -242,18 +343,27 @@ class Store:
                     ).scalar_one_or_none()
 
     async def put_save(self, channel_id: int, name: str, snapshot: dict, state: State, fingerprint: str,
-                       tokens: int, limit: int) -> bool:
-        """Create or overwrite a save; False when the channel already has `limit` others."""
+                       tokens: int, *, owner: str | None, limits: "SaveLimits") -> str | None:
+        """Create or overwrite a save; returns None, or which quota refused it ("channel", "user", "total")."""
         packed = await asyncio.to_thread(pack_state, state)
-        async with self.sessions.begin() as s:
-            await s.execute(delete(Save).where(Save.channel_id == channel_id, Save.name == name))
-            count = (await s.execute(select(func.count()).select_from(Save)
-                                     .where(Save.channel_id == channel_id))).scalar_one()
-            if count >= limit:
-                return False
-            s.add(Save(channel_id=channel_id, name=name, snapshot=snapshot, fingerprint=fingerprint, tokens=tokens,
-                       header=packed.header, blob=packed.blob))
-            return True
+        try:
+            async with self.sessions.begin() as s:
+                await s.execute(delete(Save).where(Save.channel_id == channel_id, Save.name == name))
+
+                async def count(*where) -> int:
+                    return (await s.execute(select(func.count()).select_from(Save).where(*where))).scalar_one()
+
+                if await count(Save.channel_id == channel_id) >= limits.per_channel:
+                    raise _Refused("channel")  # rolls back: an overwritten save stays
+                if owner is not None and limits.per_user and await count(Save.owner == owner) >= limits.per_user:
+                    raise _Refused("user")
+                if await count() >= limits.total:
+                    raise _Refused("total")
+                s.add(Save(channel_id=channel_id, name=name, owner=owner, snapshot=snapshot, fingerprint=fingerprint,
+                           tokens=tokens, header=packed.header, blob=packed.blob))
+        except _Refused as refused:
+            return refused.quota
+        return None
 
     async def delete_save(self, channel_id: int, name: str) -> bool:
         async with self.sessions.begin() as s:
@@ -334,6 +444,8 @@ class Store:
                     problems.append(f"channel {ch.id}: no initial state")
                 if any(p > ch.head for p in states):
                     problems.append(f"channel {ch.id}: a state beyond the head {ch.head}")
+                if ch.base_position > ch.head:
+                    problems.append(f"channel {ch.id}: its base {ch.base_position} is beyond the head {ch.head}")
         return problems
 
 

@@ -161,8 +161,13 @@ class DiscordAdapter:
             self._busy.discard(task)
 
     # ----- who, where ---------------------------------------------------------------------------------------
+    def is_bot_admin(self, user) -> bool:
+        """One of the bot's configured admins (discord.admin_ids anywhere; discord.admin_role_ids in a server)."""
+        roles = {role.id for role in getattr(user, "roles", ())}
+        return user.id in self.settings.admin_ids or bool(roles & set(self.settings.admin_role_ids))
+
     def is_admin(self, user, in_server: bool, permissions: discord.Permissions | None = None) -> bool:
-        if not in_server:
+        if not in_server or self.is_bot_admin(user):
             return True
         perms = permissions or getattr(user, "guild_permissions", None)
         if perms is not None and (perms.manage_guild or perms.administrator):
@@ -211,6 +216,7 @@ class DiscordAdapter:
             ctx = Context(key=key, user_id=str(message.author.id), user_name=message.author.display_name,
                           is_admin=self.is_admin(message.author, message.guild is not None), lang=lang,
                           is_group=message.guild is not None, attachment=await self._attachment_of(message, text),
+                          is_bot_admin=self.is_bot_admin(message.author),
                           chat_title=title_of(message.channel, message.guild, message.author))
             task = asyncio.create_task(self.app.commands.handle(ctx, text))
             await asyncio.sleep(0)  # see _handle_in_order: queue on the channel before the next message
@@ -310,6 +316,7 @@ class DiscordAdapter:
                 return
             ctx = Context(key=key, user_id=str(interaction.user.id), user_name=interaction.user.display_name,
                           is_admin=is_admin, lang=lang, is_group=in_server, attachment=data,
+                          is_bot_admin=self.is_bot_admin(interaction.user),
                           chat_title=title_of(interaction.channel, interaction.guild, interaction.user))
             handling = asyncio.ensure_future(self._handle_in_order(ctx, text))
             if not defer and not (await asyncio.wait({handling}, timeout=QUICK_ANSWER))[0]:

@@ -218,13 +218,15 @@ class TelegramAdapter:
             return [], ""
         lang = await commands.lang_for(incoming.key, incoming.language_code, self.app.config.ui.lang)
         is_admin = await self.admins.is_admin(incoming) if incoming.command else not incoming.is_group
+        is_bot_admin = not incoming.sent_as_chat and incoming.user_id in self.admins.admin_ids
         attachment = None
-        if incoming.imports_card and is_admin:  # non-admins get the command layer's refusal, and no download
-            attachment, refusal = await self._fetch_card(incoming, lang)
+        if incoming.imports_card and (is_bot_admin or self.app.library.user_imports):
+            attachment, refusal = await self._fetch_card(incoming, lang)  # the others: a refusal, no download
             if refusal is not None:
                 return [refusal], lang
         ctx = Context(key=incoming.key, user_id=str(incoming.user_id), user_name=incoming.user_name,
                       is_admin=is_admin, lang=lang, is_group=incoming.is_group, attachment=attachment,
+                      is_bot_admin=is_bot_admin,
                       chat_title=incoming.chat_title)
         await ticket.wait_turn()
         handling = asyncio.ensure_future(commands.handle(ctx, incoming.text))
