@@ -17,7 +17,8 @@ from bot.config import load_config
 from tests.chat_helpers import reply, send
 from tests.conftest import write_config
 
-BYSTANDER_SECONDS = 1.0
+BYSTANDER_SECONDS = 1.0  # the promise, on a machine where a quiet reply takes well under that
+QUIET_FACTOR = 4  # on a slower (or busier) machine: at most this many times a quiet reply measured in the same test
 
 
 def heavy_card(variant: int) -> bytes:
@@ -41,6 +42,12 @@ async def test_a_bystander_is_answered_while_large_cards_are_processed(tmp_path,
         await send(app, "/char use Mira", channel="bystander")
         await send(app, "/params set temperature 0 max_tokens 4", channel="bystander")
         await reply(app, "hello", channel="bystander")  # everything warm
+        quiet = []
+        for i in range(5):  # what a reply takes here with no card work at all
+            started = time.perf_counter()
+            await reply(app, f"and before, {i}?", channel="bystander")
+            quiet.append(time.perf_counter() - started)
+        bound = max(BYSTANDER_SECONDS, QUIET_FACTOR * max(quiet))
         cards = [heavy_card(i) for i in range(4)]
 
         async def card_work() -> float:
@@ -62,7 +69,7 @@ async def test_a_bystander_is_answered_while_large_cards_are_processed(tmp_path,
             assert answer.startswith("Mira: ")
         card_seconds = await heavy
         assert len(latencies) >= 5, (latencies, card_seconds)
-        assert max(latencies) < BYSTANDER_SECONDS, (latencies, card_seconds)
+        assert max(latencies) < bound, (latencies, quiet, card_seconds)
         assert max(latencies) < card_seconds / 5, (latencies, card_seconds)
     finally:
         await app.close()
