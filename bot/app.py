@@ -121,7 +121,7 @@ async def build_app(config: Config, backend=None) -> App:
         max_context_tokens=config.model.max_context_tokens, hot_states=config.database.hot_states,
         max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
         channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id)
-    commands = Commands(conversations, library, max_saves=config.limits.max_saves, metrics=metrics,
+    commands = Commands(conversations, library, max_saves=config.limits.max_saves, metrics=metrics, lang=config.ui.lang,
                         user_per_minute=config.limits.user_messages_per_minute,
                         channel_per_minute=config.limits.channel_messages_per_minute)
     app = App(config, engine, store, library, conversations, commands, metrics)
@@ -156,14 +156,7 @@ async def serve(config: Config, *, terminal: bool, character: str | None = None,
             from bot.adapters.terminal import TerminalChat
 
             chat = TerminalChat(app.commands, channel=channel, user_name=config.ui.user_name, lang=config.ui.lang)
-            chat_task = asyncio.create_task(chat.run(character))
-            stop_task = asyncio.create_task(stop.wait())
-            await asyncio.wait({chat_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-            if chat_task.done():
-                chat_task.result()
-            else:
-                chat_task.cancel()
+            await chat.run(character, stop)  # Ctrl-C and SIGTERM set `stop`: the reply in progress is cut off
         await app.conversations.drain(config.limits.shutdown_seconds)
     finally:
         await app.close()

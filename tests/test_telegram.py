@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from bot.adapters.telegram import TelegramAdapter
-from bot.adapters.telegram.text import split_message, strip_mention
+from bot.adapters.telegram.text import MAX_MESSAGE_CHARS, strip_mention
+from bot.adapters.text import split_message as split_to
 from bot.app import build_app
 from bot.config import load_config
 from bot.conversations import ChannelKey
@@ -114,6 +115,11 @@ def squash(text: str) -> str:
 # ----------------------------------------------------------------------------- text rules (no network)
 
 
+def split_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    """The one split of every platform, at Telegram's limit."""
+    return split_to(text, limit)
+
+
 def test_split_prefers_paragraphs_then_lines_then_sentences_then_spaces():
     para = "First paragraph. " * 10 + "\n\n" + "Second paragraph. " * 10
     assert split_message(para, 250) == [("First paragraph. " * 10).strip(), ("Second paragraph. " * 10).strip()]
@@ -177,9 +183,15 @@ async def test_private_chat_streams_by_editing_and_ends_with_the_committed_text(
     assert all("parse_mode" not in c.params for c in server.calls_to("sendMessage") + server.calls_to("editMessageText"))
     menu = {c["command"]: c["description"] for c in server.commands_for("")}
     menu_zh = {c["command"]: c["description"] for c in server.commands_for("zh")}
-    for name in ("start", "help", "char", "undo", "params", "replymode"):
+    for name in ("start", "help", "char", "undo", "params"):
         assert name in menu and name in menu_zh
     assert menu["undo"] != menu_zh["undo"] and "撤回" in menu_zh["undo"]
+    # /replymode is offered where it applies: in groups, not in private chats; terminal commands nowhere here
+    groups = {c["command"] for c in server.commands_for("", "all_group_chats")}
+    groups_zh = {c["command"] for c in server.commands_for("zh", "all_group_chats")}
+    assert "replymode" not in menu and "replymode" not in menu_zh
+    assert "replymode" in groups and "replymode" in groups_zh and set(menu) <= groups
+    assert "quit" not in groups | set(menu)
 
 
 async def test_undo_and_reset_give_the_same_greedy_replies(tmp_path, demo7, server):
@@ -222,11 +234,15 @@ async def test_unknown_commands_and_commands_for_other_bots(tmp_path, demo7, ser
         await bot.say(chat, 9, "/help@otherbot")
         await bot.say(chat, 9, "/help@RWKVbot")
         assert len(bot.texts(9)) == 2 and bot.texts(9)[1].startswith("Commands:")
-        assert "/replymode - " in bot.texts(9)[1]
+        assert "/replymode - " not in bot.texts(9)[1] and "/quit" not in bot.texts(9)[1]  # offered where it applies
+        await bot.say(chat, 9, "/quit")  # the terminal's
+        assert bot.texts(9)[-1] == "Unknown command /quit, see /help."
         group = server.group_chat(-90, "Club")
         await bot.say(group, 5, "/frobnicate")  # may be another bot's command: not ours to refuse
         await bot.say(group, 5, "/frobnicate@rwkvbot")
         assert bot.texts(group) == ["Unknown command /frobnicate, see /help."]
+        await bot.say(group, 5, "/help")
+        assert "/replymode - " in bot.texts(group)[-1]
 
 
 # ----------------------------------------------------------------------------- groups

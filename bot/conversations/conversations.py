@@ -368,6 +368,10 @@ class Conversations:
             settings[name] = value
             await self.store.update_channel(ch.id, settings=settings)
 
+    async def settings(self, key: ChannelKey) -> dict:
+        """All of a channel's settings in one read (the command layer's per-message decisions)."""
+        return dict((await self.channel(key)).settings or {})
+
     async def setting(self, key: ChannelKey, name: str, default=None):
         """A per-channel setting (e.g. "lang", "reply_mode"), read without creating the channel's state."""
         ch = await self.channel(key)
