@@ -20,6 +20,7 @@ from bot.adapters.text import split_message as split_to
 from bot.app import build_app
 from bot.config import load_config
 from bot.conversations import ChannelKey
+from bot.i18n import t
 from tests.chat_helpers import pace
 from tests.conftest import ROOT, write_config
 from tests.fake_telegram import FakeTelegram
@@ -412,6 +413,23 @@ async def test_card_import_by_document_and_bad_or_huge_files_refused(tmp_path, d
         assert bot.texts(group)[-1] == "Only admins can do that here."
         assert len(server.calls_to("download")) == downloads
         assert bot.app.library.find("Pia") is None
+
+
+async def test_a_flood_of_card_imports_is_refused_before_any_lookup_or_download(tmp_path, demo7, server):
+    config = telegram_config(tmp_path, demo7, server, limits__user_messages_per_minute=6)  # a burst of 3
+    async with running(server, config) as bot:
+        group = server.group_chat(-810, "Club")
+        server.set_member_status(group.id, 22, "creator")
+        server.set_member_status(group.id, 23, "member")
+        for i in range(5):
+            await bot.send_document(group, 22, f"c{i}.json", card_json(f"Card{i}"), caption="/char import")
+        assert len(server.calls_to("download")) == 3  # the admin's burst; the flood is refused before downloading
+        assert bot.texts(group)[:3] == [f"Imported Card{i} (v2)." for i in range(3)]
+        assert bot.texts(group)[3:] == [t("rate_limited", "en")]  # told once, then quiet
+        for i in range(3):
+            await bot.send_document(group, 23, f"d{i}.json", card_json(f"Dup{i}"), caption="/char import")
+        assert bot.texts(group)[4:] == [t("not_admin", "en")] * 3
+        assert len(server.calls_to("download")) == 3  # a member's files are never downloaded
 
 
 # ----------------------------------------------------------------------------- platform errors
