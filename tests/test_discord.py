@@ -389,6 +389,9 @@ async def test_role_play_channels_are_made_by_admins_and_undone_with_replymode(a
     async with serving(app, fake):
         synced = {c["name"]: c for c in fake.synced_commands["global"]}
         assert synced["replymode"]["contexts"] == [0]  # offered in servers only, not in DMs
+        assert synced["save"].get("contexts") in (None, [0, 1, 2]) and "quit" not in synced  # the rest everywhere
+        inter = await slash(fake, "saves", user=BOB, channel=DM)  # a generic command in a DM
+        assert inter.texts() == [t("saves_none", "en")]
         with pytest.raises(FakeDiscordError, match="not available in DMs"):
             await fake.invoke_command("replymode", {"args": "all"}, BOB, DM)
         dm_help = (await slash(fake, "help", user=BOB, channel=DM)).texts()[0]

@@ -35,7 +35,8 @@ def test_terminal_commands_local_files_and_bytes_that_are_not_utf8(tmp_path, dem
     out, err = process.communicate(script, timeout=120)
     stdout = out.decode("utf-8")
     assert process.returncode == 0 and b"Traceback" not in err, err.decode()[-2000:]
-    help_text, after_help = stdout[stdout.index("Commands:"):].split("Anything else you write is said to the character.\n")
+    footer = "Anything else you write is said to the character.\n"
+    help_text, after_help = stdout[stdout.index("Commands:"):].split(footer)
     assert "/quit - leave the chat (Ctrl-D and Ctrl-C leave too)" in help_text
     assert "/char import PATH imports a card file from this computer." in help_text
     assert "/replymode" not in help_text  # a terminal has no groups

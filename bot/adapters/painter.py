@@ -181,7 +181,7 @@ class Painter:
             if final:
                 await self._drop_extra(len(pieces))
         except Skipped as exc:
-            log.info("%s: a streaming update was skipped (%s); a later one follows", self.surface.where, exc)
+            log.debug("%s: a streaming update was skipped (%s); a later one follows", self.surface.where, exc)
         except Undeliverable as exc:
             self.undeliverable = True
             log.warning("%s: reply not delivered: %s (the conversation is kept)", self.surface.where, exc)

@@ -182,7 +182,7 @@ class TerminalChat:
         try:
             async for event in stream:
                 if isinstance(event, Partial):
-                    text = event.text.rstrip()  # trailing space may still become the turn end: print it when more follows
+                    text = event.text.rstrip()  # trailing space may still become the turn end: shown once more follows
                     if text.startswith(shown):
                         self.out.write(text[len(shown):])
                         self.out.flush()

@@ -19,5 +19,5 @@ __all__ = ["Answer", "Arrival", "Attachment", "AttachmentProblem", "CANCELLED", 
            "Commands", "Context", "DONE", "DOWNLOAD_FAILED", "EMPTY", "ENGINE_ERROR", "EVERYWHERE", "Final", "GROUP",
            "Goodbye", "Incoming", "MAX_ATTACHMENT_BYTES", "NOT_FOUND", "Output", "PARAM_NAMES", "PRIVATE", "Partial",
            "ParsedCommand", "Reply", "ReplyStream", "StreamEvent", "TERMINAL", "TOO_BIG", "UNREADABLE",
-           "attachment_argument", "event_from_dict", "names_a_command", "needs_admin", "output_from_dict", "parse_command", "place_of",
-           "wants_attachment"]
+           "attachment_argument", "event_from_dict", "names_a_command", "needs_admin", "output_from_dict",
+           "parse_command", "place_of", "wants_attachment"]

@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 
-from bot.commands.base import REGISTRY, CommandSpec, Context, place_of
+from bot.commands.base import REGISTRY, CommandSpec, Context
 from bot.commands.flood import FloodControl, RateLimiter
 from bot.commands.intake import Arrival, ArrivalOrder, imports_card
 from bot.commands.messages import (CANCELLED, DONE, DOWNLOAD_FAILED, EMPTY, ENGINE_ERROR, NOT_FOUND, TERMINAL,

@@ -121,7 +121,8 @@ class Reply:
     @classmethod
     def from_dict(cls, data: dict) -> "Reply":
         file = data.get("file")
-        return cls(data["text"], data.get("ephemeral", False), (file["filename"], _unb64(file["data"])) if file else None)
+        return cls(data["text"], data.get("ephemeral", False),
+                   (file["filename"], _unb64(file["data"])) if file else None)
 
 
 @dataclass

@@ -25,7 +25,7 @@ MAX_DESCRIPTION = 100
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 TYPED = {"char", "reset", "undo", "regen", "params", "help", "lang"}
 # Answers only the caller needs: deferred ephemerally, so they never clutter the channel.
-PRIVATE = {"help", "char list", "char show", "params show", "saves", "debug", "status", "suggest", "export"}
+CALLER_ONLY = {"help", "char list", "char show", "params show", "saves", "debug", "status", "suggest", "export"}
 
 # (English, Chinese) for the parts of the typed commands that bot.i18n does not describe.
 TEXTS = {
@@ -185,7 +185,7 @@ def add_generic(tree: app_commands.CommandTree, adapter: "DiscordAdapter", spec)
     name, admin = spec.name, spec.admin
 
     async def callback(interaction: discord.Interaction, args: Optional[str] = None) -> None:
-        await adapter.slash(interaction, f"/{name} {args or ''}".strip(), admin=admin, ephemeral=name in PRIVATE,
+        await adapter.slash(interaction, f"/{name} {args or ''}".strip(), admin=admin, ephemeral=name in CALLER_ONLY,
                             defer=False)
 
     usage = locale_str(spec.usage[:MAX_DESCRIPTION]) if spec.usage else text("args")
