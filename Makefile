@@ -29,7 +29,17 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(VENV)/bin/rwkv-bot run $(ARGS)
 
-test: $(VENV)/.installed-dev
+# The dashboard's browser tests drive Debian's Chromium; installed here when missing (CI starts from a clean machine).
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q chromium chromium-driver >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+		echo "chromium could not be installed: the browser tests will be skipped"; \
+	else echo "not root (or no apt-get): install chromium yourself, or the browser tests are skipped"; fi
+
+test: $(VENV)/.installed-dev | $(CHROMIUM)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:

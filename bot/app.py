@@ -130,10 +130,22 @@ async def build_app(config: Config, backend=None) -> App:
 
 
 def status_of(app: App) -> dict:
+    """What /status says and the admin page plots."""
     info = app.engine.info
     return {"model": f"{Path(info.path).name} (RWKV-{info.version}, {info.n_layer}x{info.n_embd})",
             "device": info.strategy, "queue": app.engine.queue_depth(), "tps": app.engine.tokens_per_second(),
-            "hot": len(app.conversations._hot)}
+            "hot": len(app.conversations._hot), "active": app.conversations.active_channels(),
+            "batch": app.engine.batch_size(), "gpu_mb": gpu_memory_mb()}
+
+
+def gpu_memory_mb() -> float | None:
+    """Memory in use on the GPU (all processes, as nvidia-smi shows it); None when CUDA was never started."""
+    import torch
+
+    if not torch.cuda.is_initialized():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / 2**20
 
 
 async def serve(config: Config, *, terminal: bool, character: str | None = None, channel: str = "terminal") -> int:
@@ -146,7 +158,9 @@ async def serve(config: Config, *, terminal: bool, character: str | None = None,
         except (NotImplementedError, RuntimeError):
             pass
     tasks = []
+    dashboard = None
     try:
+        dashboard = await start_dashboard(app)
         platforms = [] if terminal else _platform_runners(app)
         if platforms:
             tasks = [asyncio.create_task(runner(stop)) for runner in platforms]
@@ -156,11 +170,27 @@ async def serve(config: Config, *, terminal: bool, character: str | None = None,
             from bot.adapters.terminal import TerminalChat
 
             chat = TerminalChat(app.commands, channel=channel, user_name=config.ui.user_name, lang=config.ui.lang)
+            if dashboard is not None:
+                await chat.show(await app.commands.handle(chat.incoming("/dashboard")))  # the local sign-in link
             await chat.run(character, stop)  # Ctrl-C and SIGTERM set `stop`: the reply in progress is cut off
         await app.conversations.drain(config.limits.shutdown_seconds)
     finally:
+        if dashboard is not None:
+            await dashboard.stop()
         await app.close()
     return 0
+
+
+async def start_dashboard(app: App):
+    """The admin web page when `[dashboard] port` is set (else None)."""
+    section = app.config.dashboard
+    if not section.port:
+        return None
+    from bot.dashboard import Dashboard
+
+    dashboard = Dashboard(app.commands, host=section.host, port=section.port, url=section.url)
+    await dashboard.start()
+    return dashboard
 
 
 def _platform_runners(app: App) -> list:
@@ -191,10 +221,12 @@ def _start(args: argparse.Namespace, terminal: bool) -> int:
     setup_logging(secrets=[config.telegram.token, config.discord.token])
     from bot.engine.model import ModelError
 
+    from bot.dashboard import DashboardError
+
     try:
         return asyncio.run(serve(config, terminal=terminal, character=getattr(args, "character", None),
                                  channel=getattr(args, "channel", "terminal")))
-    except ModelError as exc:
+    except (ModelError, DashboardError) as exc:
         print(f"rwkv-bot: {exc}", file=sys.stderr)
         return 2
 

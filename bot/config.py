@@ -98,6 +98,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "metrics": {
         "port": Key("int", 0, "Prometheus metrics port; 0 = off", low=0, high=65535),
     },
+    "dashboard": {
+        "port": Key("int", 0, "admin web page port; 0 = off (admins get a sign-in link with /dashboard)", low=0,
+                    high=65535),
+        "host": Key("str", "127.0.0.1", "address the page listens on; 0.0.0.0 exposes it beyond this machine"),
+        "url": Key("str", "", "address admins open, e.g. behind a reverse proxy; empty = http://host:port"),
+    },
     "sampling": {name: Key("int" if spec.kind is int else "float", getattr(SamplingParams(), name), spec.help,
                            low=spec.low, high=spec.high) for name, spec in SAMPLING_SPECS.items()},
 }

@@ -32,6 +32,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "help_export": {"en": "[json]: the transcript as a file", "zh": "[json]：导出聊天记录文件"},
     "help_status": {"en": "model, queue and speed", "zh": "模型、队列与速度"},
     "help_lang": {"en": "en | zh: the bot's language in this chat", "zh": "en | zh：本聊天中机器人的语言"},
+    "help_dashboard": {"en": "a sign-in link to the admin web page (admins; sent only to you)",
+                       "zh": "管理网页的登录链接（管理员；只发给你）"},
     "help_replymode": {"en": "mention | all: in groups, answer only mentions/replies or every message",
                        "zh": "mention | all：群聊中只回应提及/回复，或回应所有消息"},
     # ----- errors and refusals
@@ -112,6 +114,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     "help_terminal_import": {"en": "/char import PATH imports a card file from this computer.",
                              "zh": "/char import 路径：从本机导入角色卡文件。"},
     "bye": {"en": "Bye.", "zh": "再见。"},
+    "private_undeliverable": {"en": "That answer is for you only, and I cannot write to you privately: start a "
+                                    "private chat with me, then ask again.",
+                              "zh": "这条回复只能给你看，但我无法私信你：请先与我私聊，然后再试一次。"},
     "file_written": {"en": "[file {name}, {size} bytes, written to {path}]", "zh": "[文件 {name}，{size} 字节，已写入 {path}]"},
     "file_not_written": {"en": "[file {name}, {size} bytes, not written: {problem}]",
                          "zh": "[文件 {name}，{size} 字节，未能写入：{problem}]"},
@@ -119,6 +124,23 @@ MESSAGES: dict[str, dict[str, str]] = {
                      "known, {hot} in memory\nSpeed: {tps:.1f} tokens/s over the last minute",
                "zh": "模型：{model}\n设备：{device}\n队列：{queue} 个进行中\n频道：已知 {channels} 个，内存中 {hot} 个\n"
                      "速度：最近一分钟 {tps:.1f} token/秒"},
+    "char_deleted": {"en": "Deleted {name} from the library.", "zh": "已从角色库删除 {name}。"},
+    # ----- the admin web page
+    "dashboard_off": {"en": "The admin web page is off; the bot's owner turns it on with [dashboard] port in "
+                            "rwkv-bot.toml.",
+                      "zh": "管理网页未开启；机器人主人可在 rwkv-bot.toml 中设置 [dashboard] port 开启。"},
+    "dashboard_link": {"en": "Your sign-in link to the admin page (works once, for {minutes} minutes; do not share "
+                             "it):\n{url}",
+                       "zh": "管理网页登录链接（仅可使用一次，{minutes} 分钟内有效；请勿分享）：\n{url}"},
+    "dashboard_no_channel": {"en": "That channel is not there any more.", "zh": "该频道已不存在。"},
+    "dashboard_no_card": {"en": "That character is not in the library any more.", "zh": "该角色已不在角色库中。"},
+    "dashboard_nothing_changed": {"en": "Nothing was changed.", "zh": "没有做任何更改。"},
+    "signin_unknown": {"en": "This sign-in link is not valid. Ask for a new one with /dashboard.",
+                       "zh": "此登录链接无效。请用 /dashboard 获取新链接。"},
+    "signin_used": {"en": "This sign-in link was already used. Ask for a new one with /dashboard.",
+                    "zh": "此登录链接已被使用。请用 /dashboard 获取新链接。"},
+    "signin_expired": {"en": "This sign-in link has expired. Ask for a new one with /dashboard.",
+                       "zh": "此登录链接已过期。请用 /dashboard 获取新链接。"},
 }
 
 

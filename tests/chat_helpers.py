@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from bot.commands import Attachment, CharacterLine, Final, Incoming, Reply, ReplyStream
+from bot.commands import Attachment, CharacterLine, Context, Final, Incoming, Reply, ReplyStream
 from bot.conversations import ChannelKey
 
 GREEDY = "/params set temperature 0 max_tokens 16"
@@ -15,12 +15,19 @@ def pace(engine, seconds_per_step: float) -> None:
     engine.step_hook = lambda rows: time.sleep(seconds_per_step)
 
 
+def ctx(channel: str = "c1", user: str = "Alice", admin: bool = True, group: bool = False, lang: str = "en",
+        platform: str = "test") -> Context:
+    """A handler's Context, as `Commands.handle` makes one (the admin page keeps them as sign-in grants)."""
+    return Context(key=ChannelKey(platform, channel), user_id=user.lower(), user_name=user, is_admin=admin,
+                   lang=lang, is_group=group)
+
+
 def incoming(text: str, channel: str = "c1", user: str = "Alice", admin: bool = True, group: bool = False,
              lang: str = "en", platform: str = "test", attachment: tuple[str, bytes] | None = None,
-             addressed: bool = True) -> Incoming:
+             addressed: bool = True, chat_title: str = "") -> Incoming:
     return Incoming(platform=platform, channel_id=channel, user_id=user.lower(), user_name=user, text=text,
                     is_group=group, addressed=addressed, is_admin=admin, language_code=lang,
-                    attachment=Attachment(*attachment) if attachment else None)
+                    attachment=Attachment(*attachment) if attachment else None, chat_title=chat_title)
 
 
 async def outputs(app, text: str, **kw) -> list:

@@ -638,3 +638,30 @@ async def test_rwkv_bot_run_with_discord_exits_cleanly_on_sigterm(tmp_path, demo
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_dashboard_link_is_ephemeral_and_slash_changes_are_audited_with_the_channel_title(app, fake):
+    from bot.commands import admin
+    from bot.commands.signin import SignInLinks
+
+    app.commands.signins = SignInLinks("http://127.0.0.1:9")  # as bot.dashboard sets it when the page is on
+    async with serving(app, fake):
+        inter = await slash(fake, "dashboard", user=BOB)  # a plain member: refused, no link
+        assert inter.ephemeral and inter.texts() == [t("not_admin", "en")]
+        inter = await slash(fake, "dashboard", user=ALICE)
+        assert inter.ephemeral and "http://127.0.0.1:9/signin/" in inter.texts()[0]
+        assert fake.channel_messages(GENERAL) == []  # nothing public
+        await fake.send_message(GENERAL, ALICE, "/dashboard")  # typed in the channel: the link goes by DM
+
+        def links_in_dms():
+            dms = [c.id for c in fake.channels.values() if c.type == 1 and c.recipient_ids == [ALICE]]
+            return [m for dm in dms for m in fake.bot_messages(dm) if "/signin/" in m.content]
+
+        await fake.wait_for(links_in_dms)
+        assert not [m for m in fake.channel_messages(GENERAL) if "/signin/" in m.content]
+        await slash(fake, "params set", {"name": "temperature", "value": 0.5}, user=ALICE)
+    latest = (await admin.audit_log(app.commands))[0]
+    assert (latest.surface, latest.channel, latest.action, latest.detail) == (
+        "discord", f"discord:{GENERAL}", "params set", "temperature 0.5")
+    assert latest.user == f"Ali ({ALICE})"
+    assert [r.title for r in await admin.channels(app.commands)] == ["Test server #general"]

@@ -583,3 +583,33 @@ async def test_power_commands_work_on_telegram_and_stay_exact(tmp_path, demo7, s
         for text in ("/save g1", "/debug", "/load s1"):
             await bot.say(group, 71, text)
             assert bot.texts(group)[-1] == "Only admins can do that here.", text
+
+
+async def test_group_changes_are_audited_and_the_chat_title_is_listed(tmp_path, demo7, server):
+    from bot.commands import admin
+
+    async with running(server, telegram_config(tmp_path, demo7, server)) as bot:
+        group = server.group_chat(-700, "Night Owls")
+        server.set_member_status(group.id, 41, "administrator")
+        server.set_member_status(group.id, 42, "member")
+        await bot.say(group, 42, "/replymode all")  # refused: not audited
+        await bot.say(group, 41, "/replymode all")
+        rows = await admin.audit_log(bot.app.commands)
+        assert [(r.surface, r.channel, r.action, r.detail) for r in rows] == [
+            ("telegram", "telegram:-700", "replymode", "all")]
+        assert [r.title for r in await admin.channels(bot.app.commands)] == ["Night Owls"]
+
+
+async def test_an_answer_for_the_sender_only_goes_to_their_private_chat_never_to_the_group(tmp_path, demo7, server):
+    from bot.commands.signin import SignInLinks
+
+    async with running(server, telegram_config(tmp_path, demo7, server)) as bot:
+        bot.app.commands.signins = SignInLinks("http://127.0.0.1:9")  # as bot.dashboard sets it when the page is on
+        group = server.group_chat(-720, "Night Owls")
+        server.set_member_status(group.id, 44, "administrator")
+        server.set_member_status(group.id, 45, "administrator")
+        server.private_chat(44, "Ada")  # 44 has talked to the bot privately; 45 never has
+        await bot.say(group, 44, "/dashboard")
+        assert "http://127.0.0.1:9/signin/" in bot.texts(44)[-1]
+        await bot.say(group, 45, "/dashboard")
+        assert bot.texts(group) == [t("private_undeliverable", "en")]  # the group never sees a link

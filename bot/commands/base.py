@@ -41,6 +41,8 @@ class Context:
     is_group: bool = False
     attachment: tuple[str, bytes] | None = None  # (filename, data) sent with the command, for /char import
     settings: dict = field(default_factory=dict)  # the channel's settings, read once for this message
+    chat_title: str = ""  # the server/channel or chat title as the platform shows it ("" = unknown)
+    surface: str = ""  # where the command was given when not the platform itself ("dashboard"), for the audit log
 
     @property
     def place(self) -> str:

@@ -20,7 +20,7 @@ async def start(cmds, ctx: Context, args: str):
     return [CharacterLine(card.display_name, greeting, card.avatar)] if greeting else []
 
 
-@command("char", usage="list | show [NAME] | use NAME [GREETING#] | import")
+@command("char", usage="list | show [NAME] | use NAME [GREETING#] | import | delete NAME")
 async def char(cmds, ctx: Context, args: str):
     action, rest = first_arg(args)
     action = action.lower()
@@ -32,6 +32,8 @@ async def char(cmds, ctx: Context, args: str):
         return await _char_use(cmds, ctx, rest)
     if action == "import":
         return [await _char_import(cmds, ctx)]
+    if action == "delete":
+        return [await _char_delete(cmds, ctx, rest)]
     # `/char NAME` is shorthand for `/char use NAME`
     return await _char_use(cmds, ctx, args)
 
@@ -109,6 +111,16 @@ async def _char_import(cmds, ctx: Context) -> Reply:
     card, is_new = await cmds.library.import_card(filename, data)
     key = "char_imported" if is_new else "char_already"
     return Reply(t(key, ctx.lang, name=card.name, format=card.source_format))
+
+
+async def _char_delete(cmds, ctx: Context, name: str) -> Reply:
+    if not ctx.is_admin:
+        return Reply(t("not_admin", ctx.lang), ephemeral=True)
+    card = cmds.library.find(name.strip().strip("'\""))
+    if card is None:
+        raise ConversationError("unknown_character", name=name[:64])
+    await cmds.library.delete(card)
+    return Reply(t("char_deleted", ctx.lang, name=card.name))
 
 
 @command("reset")

@@ -2,6 +2,9 @@
 
     answer = await commands.handle(incoming)          # Incoming in, Answer (lang, outputs) out
 
+Commands run in-process for someone already verified (the admin page acting for a signed-in admin) go through
+`Commands.execute(ctx, text)`, past the platform-side steps.
+
 An adapter that must ask its platform something first (is the sender an admin, the attached file) takes the
 message's place at arrival and asks only what the arrival says is needed:
 
@@ -16,9 +19,12 @@ import asyncio
 import dataclasses
 import logging
 
+from bot.commands.admin import Titles
+from bot.commands.audit import record_command
 from bot.commands.base import REGISTRY, CommandSpec, Context
 from bot.commands.flood import FloodControl, RateLimiter
 from bot.commands.intake import Arrival, ArrivalOrder, imports_card
+from bot.commands.parsing import ParsedCommand, parse_command
 from bot.commands.messages import (CANCELLED, DONE, DOWNLOAD_FAILED, EMPTY, ENGINE_ERROR, NOT_FOUND, TERMINAL,
                                    TOO_BIG, Answer, AttachmentProblem, Final, Incoming, Output, Partial, Reply,
                                    ReplyStream)
@@ -46,6 +52,8 @@ class Commands:
         self.busy_notices = RateLimiter(60, notice_every=10.0)  # only its notice cooldown is used
         self.metrics = metrics or NO_METRICS
         self.order = ArrivalOrder()
+        self.signins = None  # bot.commands.signin.SignInLinks when the admin page is on
+        self.titles = Titles(conversations.store)
 
     # ----- the boundary -----------------------------------------------------------------------------------
     def arrive(self, incoming: Incoming) -> Arrival:
@@ -78,8 +86,10 @@ class Commands:
             ctx = Context(key=key, user_id=incoming.user_id, user_name=incoming.user_name,
                           is_admin=bool(incoming.is_admin), lang=lang, is_group=incoming.is_group,
                           attachment=((incoming.attachment.filename, incoming.attachment.data)
-                                      if incoming.attachment else None), settings=settings)
-            working = asyncio.ensure_future(self._dispatch(ctx, incoming))
+                                      if incoming.attachment else None), settings=settings,
+                          chat_title=incoming.chat_title, surface=incoming.surface)
+            working = asyncio.ensure_future(self._dispatch(ctx, incoming.text, incoming.command,
+                                                           incoming.attachment_problem))
             # One loop step lets the command run up to the conversation's queue (a turn queues there before its
             # first await); only then may the channel's next message go. Waiting for the command to return would
             # hold the next message back until this turn started, and the conversation could not see (and
@@ -89,6 +99,13 @@ class Commands:
             return Answer([self._boundary(output) for output in await working], lang)
         finally:
             arrival.placed()
+
+    async def execute(self, ctx: Context, text: str) -> list[Output]:
+        """A command for someone the caller has verified (the admin page acting with the Context of an admin's
+        sign-in): the command itself, its permissions and audit, without arrival order, flood control or reply
+        mode. Outputs as the boundary gives them."""
+        current_channel.set(str(ctx.key))
+        return [self._boundary(output) for output in await self._dispatch(ctx, text, parse_command(text))]
 
     async def start_session(self, incoming: Incoming, character: str | None = None) -> Answer:
         """The opening of an interactive session (the terminal): `/char use CHARACTER` when the channel talks
@@ -127,24 +144,27 @@ class Commands:
         return self.flood.admit((incoming.platform, incoming.user_id),
                                 ChannelKey(incoming.platform, incoming.channel_id))
 
-    async def _dispatch(self, ctx: Context, incoming: Incoming) -> list[Output]:
-        parsed = incoming.command
+    async def _dispatch(self, ctx: Context, text: str, parsed: ParsedCommand | None,
+                        attachment_problem: AttachmentProblem | None = None) -> list[Output]:
         if parsed is None:
-            return await self._guarded(ctx, "chat", self._chat(ctx, incoming.text))
-        spec = REGISTRY.get(parsed.name)
-        if spec is None or ctx.place not in spec.places:
-            return [Reply(t("unknown_command", ctx.lang, name=parsed.name[:32]), ephemeral=True)]
-        if spec.admin and not ctx.is_admin:
-            log.info("channel %s: /%s refused: %s is not an admin", ctx.key, spec.name, ctx.user_id)
-            return [Reply(t("not_admin", ctx.lang), ephemeral=True)]
-        if incoming.attachment_problem is not None and imports_card(parsed):
-            problem = describe_problem(incoming.attachment_problem, ctx.key.platform)
-            log.info("channel %s: /char import refused: %s", ctx.key, problem)
-            return [Reply(t("card_error", ctx.lang, problem=problem), ephemeral=True)]
-        outputs = await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
-        if starts_roleplay(ctx, parsed, outputs):
-            await self.conversations.set_setting(ctx.key, REPLY_MODE, ALL)
-            log.info("channel %s: now a role-play channel (an admin's /char use)", ctx.key)
+            outputs = await self._guarded(ctx, "chat", self._chat(ctx, text))
+        else:
+            spec = REGISTRY.get(parsed.name)
+            if spec is None or ctx.place not in spec.places:
+                return [Reply(t("unknown_command", ctx.lang, name=parsed.name[:32]), ephemeral=True)]
+            if spec.admin and not ctx.is_admin:
+                log.info("channel %s: /%s refused: %s is not an admin", ctx.key, spec.name, ctx.user_id)
+                return [Reply(t("not_admin", ctx.lang), ephemeral=True)]
+            if attachment_problem is not None and imports_card(parsed):
+                problem = describe_problem(attachment_problem, ctx.key.platform)
+                log.info("channel %s: /char import refused: %s", ctx.key, problem)
+                return [Reply(t("card_error", ctx.lang, problem=problem), ephemeral=True)]
+            outputs = await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
+            await record_command(self.conversations.store, ctx, spec.name, parsed.args, outputs)
+            if starts_roleplay(ctx, parsed, outputs):
+                await self.conversations.set_setting(ctx.key, REPLY_MODE, ALL)
+                log.info("channel %s: now a role-play channel (an admin's /char use)", ctx.key)
+        await self.titles.note(ctx)  # after the work: a message reaches its channel's queue before any await here
         return outputs
 
     async def _chat(self, ctx: Context, text: str) -> list[Output]:

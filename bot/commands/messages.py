@@ -79,6 +79,8 @@ class Incoming:
     attachment: Attachment | None = None
     attachment_problem: AttachmentProblem | None = None
     reply_to: str = ""  # the id of the message this one answers ("" when none)
+    chat_title: str = ""  # the server/channel or chat title as the platform shows it ("" = unknown)
+    surface: str = ""  # where it was said when not on the platform itself ("dashboard"), for the audit log
     _parsed: tuple[str, ParsedCommand | None] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -95,7 +97,7 @@ class Incoming:
                 "language_code": self.language_code,
                 "attachment": self.attachment.to_dict() if self.attachment else None,
                 "attachment_problem": self.attachment_problem.to_dict() if self.attachment_problem else None,
-                "reply_to": self.reply_to}
+                "reply_to": self.reply_to, "chat_title": self.chat_title, "surface": self.surface}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Incoming":
@@ -113,16 +115,18 @@ class Reply:
     text: str
     ephemeral: bool = False  # only the caller needs it (Discord)
     file: tuple[str, bytes] | None = None  # (filename, data) to attach
+    private: bool = False  # for the caller's eyes only, even in a group: never posted where others read
 
     def to_dict(self) -> dict:
         return {"type": "reply", "text": self.text, "ephemeral": self.ephemeral,
-                "file": {"filename": self.file[0], "data": _b64(self.file[1])} if self.file else None}
+                "file": {"filename": self.file[0], "data": _b64(self.file[1])} if self.file else None,
+                "private": self.private}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Reply":
         file = data.get("file")
         return cls(data["text"], data.get("ephemeral", False),
-                   (file["filename"], _unb64(file["data"])) if file else None)
+                   (file["filename"], _unb64(file["data"])) if file else None, data.get("private", False))
 
 
 @dataclass

@@ -8,6 +8,7 @@ the character only. `/replymode mention` (admins) is the way back, `/replymode a
 """
 from __future__ import annotations
 
+from bot.commands.audit import succeeded
 from bot.commands.base import GROUP, Context, Reply, command, first_arg
 from bot.commands.messages import Incoming
 from bot.commands.parsing import ParsedCommand
@@ -40,9 +41,8 @@ def picks_character(parsed: ParsedCommand) -> bool:
 
 def starts_roleplay(ctx: Context, parsed: ParsedCommand, outputs: list) -> bool:
     """An admin's successful `/char use` in a server channel that has no reply mode yet (see the module text)."""
-    succeeded = any(not (isinstance(o, Reply) and o.ephemeral) for o in outputs)  # refusals are ephemeral
     return (ctx.key.platform in ROLEPLAY_ON_CHAR_USE and ctx.is_group and ctx.is_admin and picks_character(parsed)
-            and succeeded and REPLY_MODE not in ctx.settings and not ctx.settings.get(LEGACY_ROLEPLAY))
+            and succeeded(outputs) and REPLY_MODE not in ctx.settings and not ctx.settings.get(LEGACY_ROLEPLAY))
 
 
 @command("replymode", admin=True, usage=" | ".join(REPLY_MODES), places=(GROUP,))

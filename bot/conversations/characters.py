@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 MAX_IMPORT_BYTES = 20 << 20
 
 
+def too_big(size: int) -> str:
+    """Why a card file of `size` bytes is refused."""
+    return f"file is {size >> 20} MiB; the limit is {MAX_IMPORT_BYTES >> 20} MiB"
+
+
 class Library:
     def __init__(self, store: Store, cards_dir: str | Path | None, default_name: str = ""):
         self.store = store
@@ -47,11 +52,18 @@ class Library:
     async def import_card(self, filename: str, data: bytes) -> tuple[Card, bool]:
         """Parse and add a card; returns (card, is_new). Raises CardError with one clear line."""
         if len(data) > MAX_IMPORT_BYTES:
-            raise CardError(f"file is {len(data) >> 20} MiB; the limit is {MAX_IMPORT_BYTES >> 20} MiB")
+            raise CardError(too_big(len(data)))
         card = parse_card(data, filename)
         is_new = await self._store(card, filename, data, origin="import")
         self._reindex()
         return card, is_new
+
+    async def delete(self, card: Card) -> None:
+        """Out of the library and the database (a card of the same name imported earlier shows again)."""
+        key = card.content_hash()
+        self._by_hash.pop(key, None)
+        await self.store.delete_character(key)
+        self._reindex()
 
     async def _store(self, card: Card, filename: str, raw: bytes, origin: str) -> bool:
         key = card.content_hash()

@@ -598,6 +598,10 @@ class Conversations:
         lock = await self._acquire(key)
         return _Held(lock)
 
+    def active_channels(self) -> int:
+        """Channels with a turn generating or waiting."""
+        return sum(1 for lock in self._locks.values() if lock.locked())
+
     async def drain(self, timeout: float) -> bool:
         """Stop taking turns and wait for the ones in flight; True when all finished in time."""
         self.accepting = False

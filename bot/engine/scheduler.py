@@ -177,6 +177,10 @@ class Engine:
     def queue_depth(self) -> int:
         return len(self._pending) + len(self._active)
 
+    def batch_size(self) -> int:
+        """Jobs in the current step."""
+        return len(self._active)
+
     def tokens_per_second(self, window: float = 60.0) -> float:
         now = time.monotonic()
         while self._token_times and self._token_times[0] < now - window:

@@ -33,6 +33,7 @@ class Channel(Base):
     settings: Mapped[dict] = mapped_column(JSON, default=dict)
     head: Mapped[int] = mapped_column(Integer, default=0)  # position of the last committed turn
     base_position: Mapped[int] = mapped_column(Integer, default=0)  # turns after this are in the state (rebase)
+    title: Mapped[str | None] = mapped_column(String(256))  # server/channel or chat title, for the admin page
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     __table_args__ = (UniqueConstraint("platform", "external_id", name="uq_channel_platform_external"),)
@@ -105,3 +106,16 @@ class Save(Base):
     blob: Mapped[bytes] = mapped_column(LargeBinary)
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (UniqueConstraint("channel_id", "name", name="uq_save_name"),)
+
+
+class AuditEntry(Base):
+    """An admin change, from any surface (a platform command or the admin web page): who, when, what."""
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    surface: Mapped[str] = mapped_column(String(32))  # telegram | discord | terminal | dashboard ...
+    user_id: Mapped[str] = mapped_column(String(128))
+    user_name: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(192), index=True)  # "platform:external_id"
+    action: Mapped[str] = mapped_column(String(64))  # e.g. "params set"
+    detail: Mapped[str] = mapped_column(Text, default="")

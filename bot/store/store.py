@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.store.codec import State, pack_state, unpack_state
 from bot.store.migrate import ensure_sqlite_dir, upgrade_database
-from bot.store.models import Base, Channel, Character, InitialState, Save, StateRow, Turn, utcnow
+from bot.store.models import AuditEntry, Base, Channel, Character, InitialState, Save, StateRow, Turn, utcnow
 
 
 @dataclass
@@ -83,6 +83,25 @@ class Store:
         async with self.sessions() as s:
             return (await s.execute(select(func.count()).select_from(Channel))).scalar_one()
 
+    async def set_title(self, platform: str, external_id: str, title: str) -> bool:
+        """Only the title: no lock needed, and the channel's last activity stays as it was. False: no channel."""
+        async with self.sessions.begin() as s:
+            result = await s.execute(update(Channel).where(Channel.platform == platform,
+                                                           Channel.external_id == external_id)
+                                     .values(title=title, updated=Channel.updated))
+            return result.rowcount > 0
+
+    async def channels_with_tokens(self, platform: str | None = None,
+                                   external_id: str | None = None) -> list[tuple[Channel, int | None]]:
+        """Channels (every one, or the one named) with the token count of their head state (None when that state
+        is not stored), the most recently active first. Reading them creates nothing."""
+        head_state = (StateRow.channel_id == Channel.id) & (StateRow.position == Channel.head)
+        q = select(Channel, StateRow.tokens).outerjoin(StateRow, head_state).order_by(Channel.updated.desc())
+        if platform is not None:
+            q = q.where(Channel.platform == platform, Channel.external_id == external_id)
+        async with self.sessions() as s:
+            return [(channel, tokens) for channel, tokens in await s.execute(q)]
+
     # -- characters
     async def put_character(self, content_hash: str, name: str, source_format: str, card: dict, filename: str,
                             raw: bytes, avatar: bytes | None, origin: str) -> bool:
@@ -101,6 +120,11 @@ class Store:
     async def get_character(self, content_hash: str) -> Character | None:
         async with self.sessions() as s:
             return await s.get(Character, content_hash)
+
+    async def delete_character(self, content_hash: str) -> bool:
+        async with self.sessions.begin() as s:
+            result = await s.execute(delete(Character).where(Character.content_hash == content_hash))
+            return result.rowcount > 0
 
     # -- turns and states
     async def turns(self, channel_id: int, after: int = 0, upto: int | None = None) -> list[Turn]:
@@ -237,6 +261,21 @@ class Store:
                 s.add(StateRow(channel_id=channel_id, position=fields["head"], fingerprint=fingerprint,
                                pinned=True, tokens=tokens, header=packed.header, blob=packed.blob))
             await s.execute(update(Channel).where(Channel.id == channel_id).values(updated=utcnow(), **fields))
+
+    # -- the audit log
+    async def add_audit(self, *, surface: str, user_id: str, user_name: str, channel: str, action: str,
+                        detail: str) -> None:
+        async with self.sessions.begin() as s:
+            s.add(AuditEntry(surface=surface, user_id=user_id, user_name=user_name, channel=channel, action=action,
+                             detail=detail))
+
+    async def audit_entries(self, channels: list[str] | None = None, limit: int = 200) -> list[AuditEntry]:
+        """The newest first; only those of `channels` when given."""
+        q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+        if channels is not None:
+            q = q.where(AuditEntry.channel.in_(channels))
+        async with self.sessions() as s:
+            return list((await s.execute(q)).scalars())
 
     # -- integrity
     async def check(self) -> list[str]:

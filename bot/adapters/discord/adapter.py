@@ -19,7 +19,7 @@ import yarl
 from discord import app_commands
 
 from bot.adapters.discord.personas import NONE, Persona, Personas, can_send
-from bot.adapters.discord.render import DiscordSurface, InteractionAnswer, describe, reply_to_message
+from bot.adapters.discord.render import DiscordSurface, InteractionAnswer, describe, reply_to_message, send_to
 from bot.adapters.discord.slash import Chinese, build_tree
 from bot.adapters.discord.text import readable_text, t
 from bot.adapters.painter import Painter
@@ -34,6 +34,14 @@ CONVERSATION_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
 FATAL = (discord.LoginFailure, discord.PrivilegedIntentsRequired)
 CANCEL_WAIT = 3.0  # after cancelling replies at shutdown: time for their "(reply cancelled)" edits
 QUICK_ANSWER = 1.0  # seconds a generic command may take before it is deferred (Discord's deadline is 3 s)
+
+
+def title_of(channel, guild, user) -> str:
+    """"Server #channel" (a thread: its name), or the DM's person, as the admin page lists the channel."""
+    if guild is None:
+        return f"DM {user.display_name}"
+    name = getattr(channel, "name", None)
+    return f"{guild.name} #{name}" if name else guild.name
 
 
 class _Client(discord.Client):
@@ -189,7 +197,8 @@ class DiscordAdapter:
             platform=PLATFORM, channel_id=str(message.channel.id), user_id=str(message.author.id),
             user_name=message.author.display_name, text=self._text_of(message), message_id=str(message.id),
             is_group=guild is not None, language_code=str(guild.preferred_locale) if guild else None,
-            reply_to=str(reference.message_id) if reference and reference.message_id else "")
+            reply_to=str(reference.message_id) if reference and reference.message_id else "",
+            chat_title=title_of(message.channel, guild, message.author))
         incoming.addressed = guild is None or self._mentions_me(message) or names_a_command(incoming)
         return incoming
 
@@ -225,10 +234,22 @@ class DiscordAdapter:
 
     async def _show_for_message(self, message: discord.Message, answer: Answer) -> None:
         for output in answer.outputs:
-            if isinstance(output, Reply):
+            if isinstance(output, Reply) and output.private and message.guild is not None:
+                await self._send_privately(message, output, answer.lang)
+            elif isinstance(output, Reply):
                 await reply_to_message(message, output)
             elif isinstance(output, (CharacterLine, ReplyStream)):
                 await self._speak(message.channel, output, answer.lang, reference=message)
+
+    async def _send_privately(self, message: discord.Message, reply: Reply, lang: str) -> None:
+        """An answer for the sender's eyes only (a sign-in link), typed in a server: by DM; where the member does
+        not take DMs from the server, the channel hears only that."""
+        try:
+            await send_to(message.author, reply)
+        except discord.HTTPException as exc:
+            log.info("channel %s: a private answer could not go to the sender (%s)", message.channel.id,
+                     describe(exc))
+            await reply_to_message(message, Reply(t("private_undeliverable", lang)))
 
     async def _speak(self, channel, output, lang: str, *, reference=None, interaction=None) -> None:
         """A character's line (greeting) or streamed reply, under its persona."""
@@ -259,7 +280,8 @@ class DiscordAdapter:
         locale = interaction.locale or interaction.guild_locale
         incoming = Incoming(platform=PLATFORM, channel_id=str(interaction.channel_id),
                             user_id=str(interaction.user.id), user_name=interaction.user.display_name, text=text,
-                            is_group=in_server, language_code=str(locale) if locale else None)
+                            is_group=in_server, language_code=str(locale) if locale else None,
+                            chat_title=title_of(interaction.channel, interaction.guild, interaction.user))
         if self.closing:
             await self._refuse(interaction, incoming, "shutting_down")
             return

@@ -104,12 +104,18 @@ def as_file(reply: Reply) -> discord.File | None:
 
 async def reply_to_message(message: discord.Message, reply: Reply) -> None:
     """A command's answer to a typed command: a reply to it, split under the limit, the file with the last."""
+    await send_to(message.channel, reply, answering=message)
+
+
+async def send_to(where, reply: Reply, *, answering: discord.Message | None = None) -> None:
+    """A command's answer in a channel (or a member's DMs), split under the limit, the file with the last piece;
+    the first piece answers `answering` as a reply."""
     chunks = split_message(reply.text, LIMIT) or ([""] if reply.file else [])
     for index, chunk in enumerate(chunks):
         file = as_file(reply) if index == len(chunks) - 1 else None
-        reference = message.to_reference(fail_if_not_exists=False) if index == 0 else None
-        await message.channel.send(chunk or None, file=file or discord.utils.MISSING, reference=reference,
-                                   allowed_mentions=NONE, mention_author=False)
+        reference = answering.to_reference(fail_if_not_exists=False) if answering and index == 0 else None
+        await where.send(chunk or None, file=file or discord.utils.MISSING, reference=reference,
+                         allowed_mentions=NONE, mention_author=False)
 
 
 class InteractionAnswer:

@@ -202,7 +202,7 @@ class TelegramAdapter:
         try:
             answer = await self._answer(message, arrival)
             for output in answer.outputs:
-                await self._render(output, message.target, answer.lang)
+                await self._render(output, message, answer.lang)
         except DeliveryFailed as exc:
             log.warning("telegram chat %s: answer not delivered: %s (the conversation is kept)",
                         message.target.chat_id, exc)
@@ -243,16 +243,32 @@ class TelegramAdapter:
             return
         incoming.attachment = Attachment(document.file_name or "card", data)
 
-    async def _render(self, output: Output, target: Target, lang: str) -> None:
+    async def _render(self, output: Output, message: TelegramMessage, lang: str) -> None:
+        target = message.target
         if isinstance(output, ReplyStream):
             await self._render_stream(output, target, lang)
+        elif isinstance(output, Reply) and output.private and target.is_group:
+            await self._send_privately(message, output, lang)
         elif isinstance(output, Reply):
-            if output.file:
-                await self.sender.send_file(target, output.file[0], output.file[1], output.text)
-            else:
-                await self.sender.send_long(target, output.text)
+            await self._send_reply(target, output)
         elif isinstance(output, CharacterLine):
             await Painter(TelegramSurface(self.sender, target), lang).say(output.text)
+
+    async def _send_reply(self, target: Target, reply: Reply) -> None:
+        if reply.file:
+            await self.sender.send_file(target, reply.file[0], reply.file[1], reply.text)
+        else:
+            await self.sender.send_long(target, reply.text)
+
+    async def _send_privately(self, message: TelegramMessage, reply: Reply, lang: str) -> None:
+        """An answer for the sender's eyes only (a sign-in link), in their private chat with the bot; where Telegram
+        will not deliver it there (they never started the bot), the group hears only that."""
+        try:
+            await self._send_reply(Target(message.user_id, None, None, False), reply)
+        except DeliveryFailed as exc:
+            log.info("telegram chat %s: a private answer could not go to the sender (%s)", message.target.chat_id,
+                     exc)
+            await self.sender.send_long(message.target, t("private_undeliverable", lang))
 
     async def _render_stream(self, stream: ReplyStream, target: Target, lang: str) -> None:
         self._streams.add(stream)

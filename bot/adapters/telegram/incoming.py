@@ -33,6 +33,7 @@ class TelegramMessage:
     user_id: int
     sent_as_chat: bool  # an anonymous group admin, writing as the group itself
     document: Document | None  # sent with the message or in the message it replies to (/char import)
+    chat_title: str = ""  # the group's title, or the private chat's person (the admin page lists it)
 
 
 def read_message(message: Message, bot_id: int, bot_username: str) -> TelegramMessage | None:
@@ -53,7 +54,7 @@ def read_message(message: Message, bot_id: int, bot_username: str) -> TelegramMe
         platform=PLATFORM, channel_id=f"{chat.id}:{thread_id}" if thread_id else str(chat.id), user_id=str(user.id),
         user_name=(message.sender_chat.title or "Admin") if sent_as_chat else user.full_name, text=raw,
         message_id=str(message.message_id), is_group=is_group, language_code=user.language_code,
-        reply_to=str(reply.message_id) if reply is not None else "")
+        reply_to=str(reply.message_id) if reply is not None else "", chat_title=chat.effective_name or "")
     command = incoming.command
     replied_to_bot = _replies_to(message, bot_id)
     if command is not None and not _command_is_ours(command, bot_username, is_group, replied_to_bot):
