@@ -171,7 +171,7 @@ async def serve(config: Config, *, terminal: bool, character: str | None = None,
 
             chat = TerminalChat(app.commands, channel=channel, user_name=config.ui.user_name, lang=config.ui.lang)
             if dashboard is not None:
-                await chat.show(await app.commands.handle(chat.incoming("/dashboard")))  # the local sign-in link
+                await chat.handle("/dashboard")  # the local user's sign-in link
             await chat.run(character, stop)  # Ctrl-C and SIGTERM set `stop`: the reply in progress is cut off
         await app.conversations.drain(config.limits.shutdown_seconds)
     finally:

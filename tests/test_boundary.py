@@ -42,7 +42,8 @@ async def events_of(items):
 def test_every_boundary_type_round_trips_through_json():
     full = Incoming(platform="telegram", channel_id="-100:7", user_id="42", user_name="Ann Lee", text="/char import",
                     message_id="9001", is_group=True, addressed=True, is_admin=True, language_code="zh-hans",
-                    attachment=Attachment("mira.png", bytes(range(256)) * 3), reply_to="9000")
+                    attachment=Attachment("mira.png", bytes(range(256)) * 3), reply_to="9000",
+                    chat_title="Night Owls", surface="dashboard")
     problem = Incoming(platform="discord", channel_id="1", user_id="2", user_name="Bo", text="/char import",
                        attachment_problem=AttachmentProblem(TOO_BIG, size=30 << 20, limit=20 << 20))
     plain = Incoming(platform="terminal", channel_id="terminal", user_id="terminal", user_name="User", text="hi")
@@ -51,6 +52,7 @@ def test_every_boundary_type_round_trips_through_json():
     assert through_json(full.to_dict())["attachment"]["data"] != ""  # bytes travel as base64 text
 
     outputs_ = [Reply("Saved.", ephemeral=True, file=("transcript.txt", "Mira: 你好\n".encode())),
+                Reply("Your sign-in link", ephemeral=True, private=True),
                 Reply("plain"), CharacterLine("Mira", "Hello.", avatar=b"\x89PNG\r\n\x1a\n..."),
                 CharacterLine("林小满", "你好。"), Goodbye("Bye.")]
     for original in outputs_:
