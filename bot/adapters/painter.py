@@ -21,7 +21,7 @@ from bot.i18n import t
 
 log = logging.getLogger(__name__)
 
-NOTICES = {CANCELLED: "reply_cancelled", ENGINE_ERROR: "engine_error"}
+NOTICES = {CANCELLED: "reply_cancelled", ENGINE_ERROR: "engine_error"}  # why a reply stopped, as it is shown
 
 
 class Skipped(Exception):

@@ -15,14 +15,13 @@ import sys
 import threading
 from pathlib import Path
 
-from bot.commands import (CANCELLED, EMPTY, ENGINE_ERROR, MAX_ATTACHMENT_BYTES, NOT_FOUND, TERMINAL, TOO_BIG,
+from bot.adapters.painter import NOTICES
+from bot.commands import (EMPTY, ENGINE_ERROR, MAX_ATTACHMENT_BYTES, NOT_FOUND, TERMINAL, TOO_BIG,
                           UNREADABLE, Answer, Attachment, AttachmentProblem, CharacterLine, Final, Goodbye, Incoming,
                           Partial, Reply, ReplyStream, attachment_argument)
 from bot.i18n import t
 
 log = logging.getLogger(__name__)
-
-NOTICES = {CANCELLED: "reply_cancelled", ENGINE_ERROR: "engine_error"}
 
 
 class LineReader:
