@@ -6,9 +6,10 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: run test install install-dev clean
 
+# setuptools too: tests/test_install.py builds the project with the venv's own (pyproject's build-system minimum).
 $(PY):
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77'
 
 # Install torch before the project so pip never resolves an open-ended torch to a multi-GB CUDA build.
 $(VENV)/.torch: | $(PY)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import Config, ConfigError, load_config
+from bot.config import SCHEMA, Config, ConfigError, load_config
+from bot.libraries import MissingLibrary, import_optional
 from bot.logs import setup_logging
 
 log = logging.getLogger("bot")
@@ -62,11 +64,14 @@ def load_backend(config: Config):
     path = _model_path(config)
     strategy = config.model.strategy or default_strategy()
     stages = ["reading checkpoint", "importing rwkv", "loading weights", "ready"]
+    # A bar only on a terminal: in a piped log its carriage returns garble the lines; there each stage is a line.
     with tqdm(total=len(stages), desc="loading model", file=sys.stderr, leave=False,
-              bar_format="{desc}: {n}/{total} {postfix}") as bar:
+              bar_format="{desc}: {n}/{total} {postfix}", disable=not sys.stderr.isatty()) as bar:
         def progress(stage: str) -> None:
             bar.set_postfix_str(stage)
             bar.update(1)
+            if bar.disable:
+                log.info("loading model: %s", stage)
 
         progress(stages[0])
         kind = config.model.backend
@@ -94,39 +99,75 @@ def load_backend(config: Config):
     return backend
 
 
-async def build_app(config: Config, backend=None) -> App:
+class StartError(Exception):
+    """A setting the bot cannot start with (a missing card directory, a character that is not there): one line."""
+
+
+def check_characters_dir(config: Config) -> None:
+    """A `characters.dir` the owner named must exist; the default one may be missing (the samples serve then)."""
+    directory = Path(config.characters.dir).expanduser()
+    if directory.is_dir():
+        return
+    if directory.exists() or config.characters.dir != SCHEMA["characters"]["dir"].default:
+        raise StartError(f"characters.dir {directory}: not a directory")
+
+
+def check_characters(library, config: Config, character: str | None) -> None:
+    """`characters.default` and `--character` must name a card."""
+    if not Path(config.characters.dir).expanduser().is_dir():  # the default one, or check_characters_dir refused
+        log.info("no %s/ directory: put your character cards there (the sample cards are offered meanwhile)",
+                 config.characters.dir)
+    known = ", ".join(library.names()) or "none"
+    if config.characters.default and library.find(config.characters.default) is None:
+        raise StartError(f"characters.default {config.characters.default!r} names no card (characters: {known})")
+    if character and library.find(character) is None:
+        raise StartError(f"no character named {character!r} (characters: {known})")
+
+
+async def build_app(config: Config, backend=None, *, character: str | None = None) -> App:
+    """The database and the characters first (seconds, and where a bad URL or card setting is reported), then
+    the model (minutes for a large one). Whatever was started is closed again when a later part fails.
+    `character`: a card that must exist (`chat --character`)."""
+    from bot.cards import sample_cards_dir
     from bot.commands import Commands
     from bot.conversations import Conversations
+    from bot.conversations.characters import Library
     from bot.engine.model import file_id
     from bot.engine.scheduler import Engine
-    from bot.store import Store
     from bot.engine.tokenizer import world_tokenizer
-    from bot.conversations.characters import Library
-
     from bot.metrics import Metrics
+    from bot.store import Store
 
-    backend = backend or await asyncio.to_thread(load_backend, config)
-    metrics = Metrics(config.metrics.port)
-    engine = Engine(backend, world_tokenizer(), chunk_len=config.model.chunk_len, max_batch=config.model.max_batch,
-                    metrics=metrics)
-    metrics.track_queue(engine.queue_depth)
-    await engine.start()
-    store = Store(config.database.url, snapshots=config.database.snapshots)
-    await store.open()
-    library = Library(store, config.characters.dir, config.characters.default)
-    await library.load()
-    state_id = file_id(Path(config.model.state).expanduser()) if config.model.state else ""
-    conversations = Conversations(
-        engine, store, library, sampling_defaults=config.sampling_defaults,
-        max_context_tokens=config.model.max_context_tokens, hot_states=config.database.hot_states,
-        max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
-        channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id)
-    commands = Commands(conversations, library, max_saves=config.limits.max_saves, metrics=metrics, lang=config.ui.lang,
-                        user_per_minute=config.limits.user_messages_per_minute,
-                        channel_per_minute=config.limits.channel_messages_per_minute)
-    app = App(config, engine, store, library, conversations, commands, metrics)
-    commands.status = lambda: status_of(app)
-    return app
+    async with contextlib.AsyncExitStack() as started:
+        store = Store(config.database.url, snapshots=config.database.snapshots)
+        await store.open()
+        started.push_async_callback(store.close)
+        library = Library(store, config.characters.dir, config.characters.default,
+                          samples_dir=sample_cards_dir() if config.characters.samples else None)
+        await library.load()
+        check_characters(library, config, character)
+        backend = backend or await asyncio.to_thread(load_backend, config)
+        metrics = Metrics(config.metrics.port)
+        started.callback(metrics.close)
+        engine = Engine(backend, world_tokenizer(), chunk_len=config.model.chunk_len,
+                        max_batch=config.model.max_batch, metrics=metrics)
+        metrics.track_queue(engine.queue_depth)
+        await engine.start()
+        started.push_async_callback(engine.close)
+        state_id = file_id(Path(config.model.state).expanduser()) if config.model.state else ""
+        conversations = Conversations(
+            engine, store, library, sampling_defaults=config.sampling_defaults,
+            max_context_tokens=config.model.max_context_tokens, hot_states=config.database.hot_states,
+            max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
+            channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id)
+        commands = Commands(conversations, library, max_saves=config.limits.max_saves, metrics=metrics,
+                            lang=config.ui.lang,
+                            user_per_minute=config.limits.user_messages_per_minute,
+                            channel_per_minute=config.limits.channel_messages_per_minute)
+        app = App(config, engine, store, library, conversations, commands, metrics)
+        commands.status = lambda: status_of(app)
+        started.pop_all()  # the app owns them now: App.close
+        return app
 
 
 def status_of(app: App) -> dict:
@@ -149,7 +190,7 @@ def gpu_memory_mb() -> float | None:
 
 
 async def serve(config: Config, *, terminal: bool, character: str | None = None, channel: str = "terminal") -> int:
-    app = await build_app(config)
+    app = await build_app(config, character=character)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,15 +236,28 @@ async def start_dashboard(app: App):
 
 def _platform_runners(app: App) -> list:
     runners = []
-    if app.config.telegram.token:
-        from bot.adapters.telegram import run_telegram
-
-        runners.append(lambda stop: run_telegram(app, stop))
-    if app.config.discord.token:
-        from bot.adapters.discord import run_discord
-
-        runners.append(lambda stop: run_discord(app, stop))
+    for name, adapter in _platforms(app.config):
+        runners.append(lambda stop, run=getattr(adapter, f"run_{name}"): run(app, stop))
     return runners
+
+
+def _platforms(config: Config) -> list[tuple[str, object]]:
+    """(name, adapter module) of every platform with a token; a missing platform library is MissingLibrary."""
+    return [(name, import_optional(f"bot.adapters.{name}", f"{name}.token"))
+            for name in ("telegram", "discord") if getattr(config, name).token]
+
+
+def check_libraries(config: Config, terminal: bool) -> None:
+    """Import what the configuration needs before the model loads (MissingLibrary names what to install)."""
+    from bot.store.migrate import import_driver
+
+    import_driver(config.database.url)
+    if config.metrics.port:
+        import_optional("prometheus_client", "metrics.port")
+    if not terminal:
+        _platforms(config)
+        if config.telegram.token:  # PTB's rate limiter imports it only when built
+            import_optional("aiolimiter", "telegram.token (python-telegram-bot[rate-limiter])")
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -222,11 +276,14 @@ def _start(args: argparse.Namespace, terminal: bool) -> int:
     from bot.engine.model import ModelError
 
     from bot.dashboard import DashboardError
+    from bot.store.errors import StoreError
 
     try:
+        check_libraries(config, terminal)
+        check_characters_dir(config)
         return asyncio.run(serve(config, terminal=terminal, character=getattr(args, "character", None),
                                  channel=getattr(args, "channel", "terminal")))
-    except (ModelError, DashboardError) as exc:
+    except (ModelError, DashboardError, MissingLibrary, StoreError, StartError) as exc:
         print(f"rwkv-bot: {exc}", file=sys.stderr)
         return 2
 

@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", metavar="PATH")
     c.add_argument("--revision", default="head")
     c.set_defaults(func=_lazy("bot.store.cli:upgrade_command"))
-    c = db_sub.add_parser("downgrade", help="revert migrations")
+    c = db_sub.add_parser("downgrade", help="revert migrations (says what it deletes; does it only with --yes)")
     c.add_argument("--config", metavar="PATH")
     c.add_argument("--revision", default="-1")
+    c.add_argument("--yes", action="store_true", help="delete what the downgrade deletes")
     c.set_defaults(func=_lazy("bot.store.cli:downgrade_command"))
     c = db_sub.add_parser("check", help="integrity check of the database")
     c.add_argument("--config", metavar="PATH")
@@ -103,3 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+
+
+if __name__ == "__main__":  # python -m bot.cli (python -m bot works too)
+    raise SystemExit(main())

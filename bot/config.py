@@ -54,6 +54,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "characters": {
         "dir": Key("str", "characters", "directory of character cards scanned at start"),
+        "samples": Key("bool", True, "also offer the sample characters shipped with rwkv-bot (Mira, 林小满)"),
         "default": Key("str", "", "character for new channels (default: the first card by name)"),
     },
     "telegram": {

@@ -1,5 +1,10 @@
-"""Every string the bot itself says, in English and Chinese (`ui.lang`, or the user's/chat's language)."""
+"""Every string the bot itself says, in English and Chinese (`ui.lang`, or the user's/chat's language).
+
+English counts pick their noun with `{count|exchange|exchanges}` (singular for exactly 1); Chinese needs none.
+"""
 from __future__ import annotations
+
+import re
 
 LANGS = ("en", "zh")
 
@@ -69,7 +74,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "char_imported": {"en": "Imported {name} ({format}).", "zh": "已导入 {name}（{format}）。"},
     "char_already": {"en": "{name} is already in the library.", "zh": "{name} 已在角色库中。"},
     "reset_done": {"en": "Conversation reset.", "zh": "对话已重置。"},
-    "undo_done": {"en": "Took back {count} exchange(s).", "zh": "已撤回 {count} 轮对话。"},
+    "undo_done": {"en": "Took back {count} {count|exchange|exchanges}.", "zh": "已撤回 {count} 轮对话。"},
     "undo_nothing": {"en": "Nothing to take back.", "zh": "没有可撤回的内容。"},
     "params_title": {"en": "Sampling parameters (* = set in this chat):", "zh": "采样参数（* = 本聊天中已修改）："},
     "params_context": {"en": "Context: {used} of {limit} tokens ({percent}%).", "zh": "上下文：已用 {used} / {limit} 个 token（{percent}%）。"},
@@ -101,13 +106,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     "card_by": {"en": "by", "zh": "作者"},
     "card_greetings": {"en": "Greetings: {count} (use /char use {name} N, N = 0..{high})",
                        "zh": "开场白：{count} 个（使用 /char use {name} N，N = 0..{high}）"},
-    "card_lorebook": {"en": "Lorebook: {count} entries", "zh": "世界书：{count} 条"},
+    "card_lorebook": {"en": "Lorebook: {count} {count|entry|entries}", "zh": "世界书：{count} 条"},
     "saves_list": {"en": "Saves ({count}):", "zh": "存档（{count} 个）："},
     "saves_none": {"en": "No saves yet. Use /save NAME.", "zh": "还没有存档。使用 /save 名字。"},
-    "debug_summary": {"en": "State has read {tokens} tokens ({turns} exchanges since the character's prompt).",
+    "debug_summary": {"en": "State has read {tokens} {tokens|token|tokens} ({turns} {turns|exchange|exchanges} since the "
+                            "character's prompt).",
                       "zh": "状态已读入 {tokens} 个 token（角色提示之后 {turns} 轮对话）。"},
     "debug_last_fed": {"en": "Last turn as fed:", "zh": "最后一轮实际输入："},
-    "debug_tail": {"en": "Last {count} tokens:", "zh": "最近 {count} 个 token："},
+    "debug_tail": {"en": "Last {count} {count|token|tokens}:", "zh": "最近 {count} 个 token："},
     "export_done": {"en": "Transcript attached.", "zh": "聊天记录已附上。"},
     # ----- the boundary: terminal, attachments, platforms
     "help_quit": {"en": "leave the chat (Ctrl-D and Ctrl-C leave too)", "zh": "退出聊天（Ctrl-D、Ctrl-C 也可以）"},
@@ -117,10 +123,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     "private_undeliverable": {"en": "That answer is for you only, and I cannot write to you privately: start a "
                                     "private chat with me, then ask again.",
                               "zh": "这条回复只能给你看，但我无法私信你：请先与我私聊，然后再试一次。"},
-    "file_written": {"en": "[file {name}, {size} bytes, written to {path}]", "zh": "[文件 {name}，{size} 字节，已写入 {path}]"},
-    "file_not_written": {"en": "[file {name}, {size} bytes, not written: {problem}]",
+    "file_written": {"en": "[file {name}, {size} {size|byte|bytes}, written to {path}]",
+                     "zh": "[文件 {name}，{size} 字节，已写入 {path}]"},
+    "file_not_written": {"en": "[file {name}, {size} {size|byte|bytes}, not written: {problem}]",
                          "zh": "[文件 {name}，{size} 字节，未能写入：{problem}]"},
-    "status": {"en": "Model: {model}\nDevice: {device}\nQueue: {queue} turn(s) in progress\nChannels: {channels} "
+    "status": {"en": "Model: {model}\nDevice: {device}\nQueue: {queue} {queue|turn|turns} in progress\nChannels: {channels} "
                      "known, {hot} in memory\nSpeed: {tps:.1f} tokens/s over the last minute",
                "zh": "模型：{model}\n设备：{device}\n队列：{queue} 个进行中\n频道：已知 {channels} 个，内存中 {hot} 个\n"
                      "速度：最近一分钟 {tps:.1f} token/秒"},
@@ -173,6 +180,10 @@ def normalize_lang(code: str | None, default: str = "en") -> str:
     return "zh" if code.startswith("zh") else "en" if code.startswith("en") else default
 
 
+_PLURAL = re.compile(r"\{(\w+)\|([^{}|]*)\|([^{}|]*)\}")
+
+
 def t(key: str, lang: str = "en", **args) -> str:
     entry = MESSAGES[key]
-    return entry.get(lang, entry["en"]).format(**args)
+    text = _PLURAL.sub(lambda m: m[2] if args[m[1]] == 1 else m[3], entry.get(lang, entry["en"]))
+    return text.format(**args)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Callable
 
+from bot.libraries import import_optional
+
 
 class Metrics:
     def __init__(self, port: int = 0, host: str = "127.0.0.1"):
         self.enabled = bool(port)
         if not self.enabled:
             return
-        try:
-            import prometheus_client as prom
-        except ImportError:
-            raise RuntimeError("metrics.port is set but prometheus-client is not installed "
-                               "(pip install 'rwkv-bot[metrics]')") from None
+        prom = import_optional("prometheus_client", "metrics.port")
         self.registry = prom.CollectorRegistry()
         self.queue_depth = prom.Gauge("rwkvbot_queue_depth", "turns generating or waiting for the model",
                                       registry=self.registry)

@@ -9,12 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHARACTERS = ROOT / "characters"
+POSTGRES_URL = os.environ.get("RWKV_TEST_POSTGRES_URL", "")
+CHARACTERS = ROOT / "bot" / "cards" / "samples"
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
@@ -94,3 +96,33 @@ async def app(config_file):
     application = await build_app(load_config(config_file, env={}))
     yield application
     await application.close()
+
+
+@pytest.fixture
+async def postgres_url():
+    """A fresh, empty PostgreSQL database (dropped afterwards); skipped with the reason where there is none."""
+    if not POSTGRES_URL:
+        pytest.skip("RWKV_TEST_POSTGRES_URL is not set (.ci/run sets it); PostgreSQL tests skipped")
+    import asyncpg
+
+    base = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    try:
+        admin = await asyncpg.connect(base, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} unreachable: {exc}")
+    name = f"rwkvbot_{uuid.uuid4().hex[:10]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """Each database kind in turn: one that does not exist yet (SQLite: no file, not even its directory) or exists
+    empty (PostgreSQL)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'db' / 'bot.db'}"
+    return request.getfixturevalue("postgres_url")

@@ -72,13 +72,13 @@ def test_scan_missing_directory_is_an_error_not_an_exception(tmp_path):
 
 
 def test_scan_the_shipped_characters():
-    cards, errors = scan_directory(REPO / "characters")
+    cards, errors = scan_directory(REPO / "bot" / "cards" / "samples")
     assert errors == []
     assert {card.name for card, _ in cards} >= {"Mira", "林小满"}
 
 
 def test_find_card_by_name_then_stem():
-    cards = [card for card, _ in scan_directory(REPO / "characters")[0]]
+    cards = [card for card, _ in scan_directory(REPO / "bot" / "cards" / "samples")[0]]
     assert find_card(cards, "mira").name == "Mira"
     assert find_card(cards, "  MIRA ").name == "Mira"
     assert find_card(cards, "林小满").name == "林小满"
@@ -105,7 +105,7 @@ def test_show_json_prints_exactly_one_document():
 
 
 def test_show_json_keeps_chinese_unescaped():
-    result = run_cli("show", str(REPO / "characters" / "xiaoman.json"), "--json")
+    result = run_cli("show", str(REPO / "bot" / "cards" / "samples" / "xiaoman.json"), "--json")
     assert result.returncode == 0 and "林小满" in result.stdout
     assert json.loads(result.stdout)["source_format"] == "rwkv_webui"
 
@@ -118,7 +118,7 @@ def test_show_png_and_charx(tmp_path):
 
 
 def test_show_summary_without_json():
-    result = run_cli("show", str(REPO / "characters" / "mira.json"))
+    result = run_cli("show", str(REPO / "bot" / "cards" / "samples" / "mira.json"))
     assert result.returncode == 0
     assert result.stdout.startswith("Mira (v2)\n") and "Lorebook: 4 entries" in result.stdout
 
@@ -162,7 +162,7 @@ def test_show_zip_bomb_exits_2_quickly(tmp_path):
 def test_card_commands_never_import_torch_or_rwkv():
     code = (
         "import sys; from bot.cli import main; "
-        f"rc = main(['card', 'show', {str(REPO / 'characters' / 'mira.json')!r}, '--json']); "
+        f"rc = main(['card', 'show', {str(REPO / 'bot' / 'cards' / 'samples' / 'mira.json')!r}, '--json']); "
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'rwkv', 'numpy')); "
         "print('HEAVY', heavy, file=sys.stderr); sys.exit(rc or (1 if heavy else 0))"
     )

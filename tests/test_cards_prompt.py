@@ -192,7 +192,7 @@ def test_original_webui_card_prompt():
 
 
 def test_sample_characters_build():
-    for path in sorted((Path(__file__).parent.parent / "characters").glob("*.json")):
+    for path in sorted((Path(__file__).parent.parent / "bot" / "cards" / "samples").glob("*.json")):
         card = load_card_file(path)
         prompt = build_prompt(card, user="Anon")
         assert prompt.text.endswith("\n\n") and prompt.greeting
@@ -304,7 +304,7 @@ def test_note_is_one_turn_with_no_blank_line_inside():
 
 
 def test_sample_mira_lorebook():
-    mira = load_card_file(Path(__file__).parent.parent / "characters" / "mira.json")
+    mira = load_card_file(Path(__file__).parent.parent / "bot" / "cards" / "samples" / "mira.json")
     result = note(mira, "Is that your cat?")
     assert "Pell is an old ginger tomcat" in result and "tide bell" not in result
     assert "tide bell" in note(mira, "I heard a bell in the night")

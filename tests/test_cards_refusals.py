@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import time
 import tracemalloc
 import zipfile
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from bot.cards import CardError, load_card_file, parse_card
 from bot.cards.limits import MAX_FIELD_CHARS, MAX_FILE_BYTES, MAX_TEXT_BYTES
@@ -273,3 +275,45 @@ def test_deep_yaml_is_refused():
 
 def test_yaml_scalar_is_refused():
     assert "not a character card" in refusal(b"just a sentence\n", "a.yaml")
+
+
+# ----- damaged archives and text no encoder accepts: one CardError, never another exception --------------------
+def test_a_charx_whose_central_directory_points_before_the_file_is_a_card_error():
+    data = bytearray(charx({"spec": "chara_card_v3", "spec_version": "3.0", "data": {"name": "Z"}}))
+    end = data.rfind(b"PK\x05\x06")
+    offset = struct.unpack("<I", data[end + 16: end + 20])[0]
+    data[end + 16: end + 20] = struct.pack("<I", offset + 1000)  # zipfile then seeks to -1000
+    assert "CHARX archive is corrupt" in refusal(bytes(data), "z.charx")
+
+
+@pytest.mark.parametrize("data, filename, problem", [
+    (b'{"name": "A\\ud800"}', "a.json", "lone UTF-16 surrogate"),
+    (b'{"name": "A", "description": "x\\udfffy"}', "a.json", "lone UTF-16 surrogate"),
+    (b'{"name": "A", "\\ud800": 1}', "a.json", "lone UTF-16 surrogate"),
+    (b'name: "A\\ud800"\n', "a.yaml", "lone UTF-16 surrogate"),
+    (b'{"name": "A\\u0000B"}', "a.json", "NUL"),
+])
+def test_text_that_no_encoder_accepts_is_a_card_error(data, filename, problem):
+    assert problem in refusal(data, filename)
+
+
+def test_a_surrogate_pair_is_ordinary_text():
+    assert parse_card(b'{"name": "A \\ud83d\\ude00"}', "a.json").name == "A 😀"
+
+
+_CHARX = charx({"spec": "chara_card_v3", "spec_version": "3.0",
+                "data": {"name": "Z", "assets": [{"type": "icon", "name": "main", "uri": "embeded://a.png"}]}},
+               {"a.png": tiny_png()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_CHARX) - 1), st.integers(0, 255)), min_size=1, max_size=4))
+def test_a_damaged_charx_is_a_card_or_one_card_error(damage):
+    data = bytearray(_CHARX)
+    directory = data.find(b"PK\x01\x02")
+    for position, value in damage:  # mostly into the central directory, where zipfile trusts offsets
+        data[directory + position % (len(data) - directory)] = value
+    try:
+        parse_card(bytes(data), "z.charx")
+    except CardError as error:
+        assert str(error) and "\n" not in str(error)

@@ -33,7 +33,7 @@ async def test_undo_restores_the_exact_state(app):
     await reply(app, "tell me about the harbour", channel="u")
     before = await head_state(app, "u")
     first = await reply(app, "and the boats?", channel="u")
-    assert await send(app, "/undo 1", channel="u") == ["Took back 1 exchange(s)."]
+    assert await send(app, "/undo 1", channel="u") == ["Took back 1 exchange."]
     assert states_equal(await head_state(app, "u"), before)
     assert await reply(app, "and the boats?", channel="u") == first
 
@@ -41,7 +41,7 @@ async def test_undo_restores_the_exact_state(app):
 async def test_undo_more_than_exists_and_bad_counts(app):
     await greedy_channel(app, "u2")
     await reply(app, "hi", channel="u2")
-    assert await send(app, "/undo 5", channel="u2") == ["Took back 1 exchange(s)."]
+    assert await send(app, "/undo 5", channel="u2") == ["Took back 1 exchange."]
     assert await send(app, "/undo", channel="u2") == ["Nothing to take back."]
     for bad in ("/undo 0", "/undo -1", "/undo x", "/undo 1 2"):
         assert "at least 1" in (await send(app, bad, channel="u2"))[0]

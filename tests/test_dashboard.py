@@ -230,9 +230,6 @@ async def test_audit_migration_on_postgres(postgres_url):
     await check_audit_migration(postgres_url)
 
 
-from tests.test_persistence import postgres_url  # noqa: E402,F401  (the fixture: a fresh PostgreSQL database)
-
-
 # ----- the page, in Chromium --------------------------------------------------------------------------------
 async def test_sign_in_see_and_change_params_without_javascript(app, dash, browser):
     """The whole admin path with JavaScript off: the page needs it only for the plots."""

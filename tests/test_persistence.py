@@ -3,8 +3,6 @@ migrations (SQLite and a real PostgreSQL), and context rebases."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 
 import pytest
 import torch
@@ -15,10 +13,9 @@ from bot.engine.backend import states_equal
 from bot.conversations import ChannelKey
 from bot.store import (Base, Store, expand_runs, pack_state, split_by_lengths, tokens_from_bytes,
                               unpack_state, upgrade_database, downgrade_database)
+from bot.store.migrate import head_revision
 from tests.chat_helpers import GREEDY, head_state, reply, send
 from tests.conftest import run_cli, write_config
-
-POSTGRES_URL = os.environ.get("RWKV_TEST_POSTGRES_URL", "")
 
 
 def test_state_bytes_round_trip_exactly():
@@ -192,26 +189,6 @@ async def test_migrations_on_sqlite(tmp_path):
     await check_migrations(f"sqlite+aiosqlite:///{tmp_path}/m.db")
 
 
-@pytest.fixture
-async def postgres_url():
-    if not POSTGRES_URL:
-        pytest.skip("RWKV_TEST_POSTGRES_URL is not set (.ci/run sets it); PostgreSQL tests skipped")
-    import asyncpg
-
-    base = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-    try:
-        admin = await asyncpg.connect(base, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} unreachable: {exc}")
-    name = f"rwkvbot_{uuid.uuid4().hex[:10]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 async def test_migrations_on_postgres(postgres_url):
     await check_migrations(postgres_url)
 
@@ -234,10 +211,11 @@ async def test_conversation_on_postgres(tmp_path, demo7, postgres_url):
 def test_db_commands(tmp_path, demo7):
     config = write_config(tmp_path, demo7)
     upgrade = run_cli("db", "upgrade", "--config", str(config))
-    assert upgrade.returncode == 0 and upgrade.stdout.strip() == "database at revision head", upgrade.stderr
+    assert upgrade.returncode == 0 and upgrade.stdout.strip() == f"database at revision {head_revision()}", \
+        upgrade.stderr
     check = run_cli("db", "check", "--config", str(config))
     assert check.returncode == 0 and check.stdout.strip() == "database consistent"
-    down = run_cli("db", "downgrade", "--config", str(config), "--revision", "base")
+    down = run_cli("db", "downgrade", "--config", str(config), "--revision", "base", "--yes")
     assert down.returncode == 0, down.stderr
     bench = run_cli("db", "bench", "--layers", "2", "--dim", "128", "--repeat", "1")
     assert bench.returncode == 0 and '"stored_bytes"' in bench.stdout

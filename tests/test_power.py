@@ -153,7 +153,7 @@ def test_power_commands_through_the_terminal(tmp_path, demo7):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     for expected in ("The next reply will be spoken by Narrator.", "Narrator: ", "Replaced the last reply.",
-                     "Suggestion: ", "Saved as 's1'.", "- s1: 4 turn(s)", "Took back 3 exchange(s).",
+                     "Suggestion: ", "Saved as 's1'.", "- s1: 4 turn(s)", "Took back 3 exchanges.",
                      "Restored 's1'.", "State has read", "Transcript attached.", "[file transcript.txt",
                      "Narrator: It was quiet.", "语言已设为中文。", "/continue - 让角色继续说"):
         assert expected in out, expected

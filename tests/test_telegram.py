@@ -206,7 +206,7 @@ async def test_undo_and_reset_give_the_same_greedy_replies(tmp_path, demo7, serv
         await bot.say(chat, 7, "what is that light on the hill?")
         first = bot.texts(7)[-1]
         await bot.say(chat, 7, "/undo")
-        assert bot.texts(7)[-1] == "Took back 1 exchange(s)."
+        assert bot.texts(7)[-1] == "Took back 1 exchange."
         await bot.say(chat, 7, "what is that light on the hill?")
         assert bot.texts(7)[-1] == first
         await bot.say(chat, 7, "/reset")

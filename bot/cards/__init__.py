@@ -4,7 +4,7 @@ Parsing never touches the model or the database; `rwkv-bot card ...` imports onl
 """
 from bot.cards.errors import CardError
 from bot.cards.formats import parse_card
-from bot.cards.files import find_card, load_card_file, scan_directory
+from bot.cards.files import find_card, load_card_file, sample_cards_dir, scan_directory
 from bot.cards.macros import render_macros
 from bot.cards.model import BookEntry, Card, CharacterBook
 from bot.cards.png import embed_card
@@ -23,6 +23,7 @@ __all__ = [
     "parse_card",
     "render_macros",
     "reply_preamble",
+    "sample_cards_dir",
     "scan_directory",
     "select_greeting",
 ]

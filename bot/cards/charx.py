@@ -15,7 +15,10 @@ from bot.cards.limits import MAX_AVATAR_BYTES, MAX_CHARX_MEMBERS, MAX_CHARX_UNPA
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 _EMBEDDED_PREFIXES = ("embeded://", "embedded://")  # the spec's spelling is "embeded"; accept the fixed one too
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError, OSError)
+# What a damaged archive raises from zipfile; ValueError too (e.g. "negative seek value" when the central directory
+# points before the file's start).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError, OSError,
+               ValueError)
 
 
 def is_zip(data: bytes) -> bool:
@@ -25,7 +28,7 @@ def is_zip(data: bytes) -> bool:
 def open_charx(data: bytes) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (*_ZIP_ERRORS, ValueError) as error:
+    except _ZIP_ERRORS as error:
         raise CardError(f"not a readable CHARX/zip archive: {error}") from None
     _check_declared_sizes(archive)
     return archive
@@ -62,6 +65,8 @@ def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
                         f"{name} in the CHARX archive inflates past {limit / MIB:.0f} MiB: refused as a zip bomb"
                     )
                 pieces.append(piece)
+    except CardError:  # our own cap above (a ValueError too): as raised
+        raise
     except _ZIP_ERRORS as error:
         raise CardError(f"{name} in the CHARX archive is corrupt: {error}") from None
     return b"".join(pieces)

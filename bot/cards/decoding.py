@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from bot.cards.errors import CardError
 from bot.cards.limits import MAX_JSON_DEPTH, MAX_TEXT_BYTES, MIB
@@ -38,21 +39,41 @@ def load_json(text: str, what: str = "the file") -> object:
         raise CardError(f"{what} is nested too deeply (the limit is {MAX_JSON_DEPTH} levels)") from None
     except ValueError as error:  # e.g. an integer literal with more digits than Python converts
         raise CardError(f"{what} is not valid JSON: {error}") from None
-    check_depth(value, what)
+    check_values(value, what)
     return value
 
 
-def check_depth(value: object, what: str) -> None:
-    """Iterative, so checking a hostile document cannot itself overflow the stack."""
+def check_values(value: object, what: str) -> None:
+    """The nesting depth, and text that is text: a JSON or YAML escape can spell a lone UTF-16 surrogate
+    ("\\ud800"), which no UTF-8 encoder (the database, the tokenizer) accepts, or a NUL ("\\u0000"), which
+    PostgreSQL refuses in text and a text card may not hold either. Iterative, so checking a hostile document
+    cannot itself overflow the stack."""
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise CardError(f"{what} is nested too deeply (the limit is {MAX_JSON_DEPTH} levels)")
-        if isinstance(node, dict):
+        if isinstance(node, str):
+            _check_text(node, what)
+        elif isinstance(node, dict):
+            for key in node:
+                _check_text(key, what)
             stack.extend((child, depth + 1) for child in node.values())
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node)
+
+
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_text(text: str, what: str) -> None:
+    found = _NOT_TEXT.search(text)
+    if found is None:
+        return
+    if found[0] == "\x00":
+        raise CardError(f"{what} contains NUL characters (\\u0000): not a text card")
+    raise CardError(f"{what} holds a lone UTF-16 surrogate (\\u{ord(found[0]):04x}), which is not text; "
+                    "the program that wrote the card is broken")
 
 
 def load_yaml(text: str, what: str = "the file") -> object:
@@ -89,6 +110,8 @@ def _yaml_problem(error: Exception) -> str:
 def _as_json_values(value: object, what: str) -> object:
     """YAML dates, sets and odd keys become what JSON would hold, so cards from YAML serialize like any other."""
     try:
-        return json.loads(json.dumps(value, default=str))
+        value = json.loads(json.dumps(value, default=str))
     except (TypeError, ValueError) as error:
         raise CardError(f"{what} holds a value cards cannot use: {error}") from None
+    check_values(value, what)
+    return value

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import stat
+from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +15,11 @@ from bot.cards.png import check_png
 CARD_SUFFIXES = (".json", ".png", ".charx", ".yaml", ".yml", ".txt")
 _TEXT_SUFFIXES = (".json", ".yaml", ".yml", ".txt")  # capped at the text limit before they are read
 _SELF_CONTAINED = ("png_", "charx_")  # formats that carry their own avatar
+
+
+def sample_cards_dir() -> Path:
+    """The sample characters shipped inside the package (package data, so `pip install` users have them too)."""
+    return Path(str(resources.files("bot.cards") / "samples"))
 
 
 def read_capped(path: Path, limit: int, what: str = "file") -> bytes:

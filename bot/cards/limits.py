@@ -20,3 +20,5 @@ MAX_NAME_CHARS = 256
 MAX_JSON_DEPTH = 32
 MAX_LIST_ITEMS = 1000
 MAX_BOOK_ENTRIES = 5000
+# Keys of all lorebook entries together (primary and secondary): every message is scanned for each of them.
+MAX_BOOK_KEYS = 20_000

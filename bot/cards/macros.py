@@ -11,14 +11,23 @@ import re
 from dataclasses import dataclass
 
 _TOKENS = re.compile(r"\{\{|\}\}|<bot>|<user>", re.IGNORECASE)
-_ROLL = re.compile(r"^\s*(?:(\d{1,3})?\s*d)?\s*(\d{1,9})\s*(?:([+-])\s*(\d{1,9}))?\s*$", re.IGNORECASE)
+# Matched on the stripped argument, so no two runs of blanks touch (a run split many ways is cubic work on "  ...  x").
+_ROLL = re.compile(r"^(?:(\d{1,3})?\s*d)?\s*(\d{1,9})\s*(?:([+-])\s*(\d{1,9}))?$", re.IGNORECASE)
+_MAX_ROLL_CHARS = 64  # "100d999999999+999999999" and some blanks; anything longer is no roll
 _MAX_NESTING = 8
 _MAX_DICE = 100
 
 
 def render_macros(text: str, *, char: str, user: str, original: str = "", rng: random.Random | None = None) -> str:
     """`text` with its macros expanded. {{random}} and {{roll}} draw from `rng`; {{pick}} is stable for a text."""
+    if not has_macros(text):
+        return text
     return _Renderer(char, user, original, rng or random.Random()).render(text, 0)
+
+
+def has_macros(text: str) -> bool:
+    """False for most text and most lorebook keys (rendered for every message): nothing to expand, no work."""
+    return "{{" in text or "<" in text
 
 
 @dataclass
@@ -118,7 +127,8 @@ def _stable_index(raw: str, offset: int, count: int) -> int:
 
 def _roll(argument: str, rng: random.Random) -> int | None:
     """`dN`, `N` or `XdN`, optionally `+M`/`-M`: the sum of X rolls of an N-sided die."""
-    match = _ROLL.match(argument)
+    argument = argument.strip()
+    match = _ROLL.match(argument) if len(argument) <= _MAX_ROLL_CHARS else None
     if not match:
         return None
     count, sides = int(match[1] or 1), int(match[2])

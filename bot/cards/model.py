@@ -149,10 +149,22 @@ class Card:
             del data["character_book"]
         return {"spec": "chara_card_v3", "spec_version": "3.0", "data": data}
 
+    # content_hash(), remembered: a large card takes a tenth of a second to hash, and a channel asks several times per
+    # /char use. Setting any field forgets it (a card is not changed in place after it is parsed otherwise).
+    _hash: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name != "_hash":
+            object.__setattr__(self, "_hash", None)
+        object.__setattr__(self, name, value)
+
     def content_hash(self) -> str:
         """sha256 of everything that can change a prompt or the avatar; not of where the card came from."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps(self.to_v3(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
-        digest.update(b"\0avatar\0")
-        digest.update(hashlib.sha256(self.avatar).digest() if self.avatar is not None else b"none")
-        return digest.hexdigest()
+        if self._hash is None:
+            digest = hashlib.sha256()
+            document = json.dumps(self.to_v3(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            digest.update(document.encode())
+            digest.update(b"\0avatar\0")
+            digest.update(hashlib.sha256(self.avatar).digest() if self.avatar is not None else b"none")
+            self._hash = digest.hexdigest()
+        return self._hash

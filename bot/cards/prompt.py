@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 from bot.cards.errors import CardError
 from bot.cards.lorebook import TokenCounter, constant_entries, scanned_texts, triggered_entries
-from bot.cards.macros import render_macros
+from bot.cards.macros import has_macros, render_macros
 from bot.cards.model import BookEntry, Card
 from bot.cards.turns import sanitize_name, sanitize_text, turn
 
@@ -70,12 +70,22 @@ def build_prompt(
     context = _context_sections(card, speakers, count_tokens)
     examples = _example_blocks(card, speakers)
     greeting_turns, shown = _greeting(greeting, speakers)
-    text = _assemble(context, examples, greeting_turns, speakers)
-    if count_tokens and max_prompt_tokens:
-        for dropped in range(1, len(examples) + 1):
-            if count_tokens(text) <= max_prompt_tokens:
-                break
-            text = _assemble(context, examples[dropped:], greeting_turns, speakers)
+
+    def assembled(dropped: int) -> str:
+        return _assemble(context, examples[dropped:], greeting_turns, speakers)
+
+    text = assembled(0)
+    if count_tokens and max_prompt_tokens and examples and count_tokens(text) > max_prompt_tokens:
+        # The fewest dropped blocks that fit, by bisection: dropping more never adds tokens, and each try tokenizes
+        # the whole prompt (one try per block made a large card cost minutes).
+        low, high = 1, len(examples)
+        while low < high:
+            middle = (low + high) // 2
+            if count_tokens(assembled(middle)) <= max_prompt_tokens:
+                high = middle
+            else:
+                low = middle + 1
+        text = assembled(low)
     return Prompt(text=text, greeting=shown)
 
 
@@ -107,7 +117,8 @@ def _triggered(
         return []
 
     def key_renderer(key: str) -> str:  # keys may say {{char}}; a random key would be meaningless, so fixed seed
-        return render_macros(key, char=speakers.char, user=speakers.user, rng=random.Random(0))
+        return render_macros(key, char=speakers.char, user=speakers.user, rng=random.Random(0)) if has_macros(key) \
+            else key
 
     texts = scanned_texts(book, message, recent)
     return triggered_entries(book, texts, key_renderer=key_renderer, count_tokens=count_tokens)

@@ -13,7 +13,7 @@ from bot.cards.fields import (
     text_field,
     text_list_field,
 )
-from bot.cards.limits import MAX_BOOK_ENTRIES
+from bot.cards.limits import MAX_BOOK_ENTRIES, MAX_BOOK_KEYS
 from bot.cards.model import BookEntry, Card, CharacterBook
 
 V1_KEYS = ("name", "description", "personality", "scenario", "first_mes", "mes_example")
@@ -177,11 +177,15 @@ def read_book(value: object) -> CharacterBook | None:
     # SillyTavern's stand-alone world files key entries by id; the embedded form is a list. Accept both.
     if isinstance(book.get("entries"), dict):
         book["entries"] = list(book["entries"].values())
-    entries = object_list_field(book, "entries", where, limit=MAX_BOOK_ENTRIES)
+    entries = [_read_entry(entry, f"{where}entries[{index}].")
+               for index, entry in enumerate(object_list_field(book, "entries", where, limit=MAX_BOOK_ENTRIES))]
+    keys = sum(len(entry.keys) + len(entry.secondary_keys) for entry in entries)
+    if keys > MAX_BOOK_KEYS:
+        raise CardError(f"the lorebook has too many keys ({keys} in all its entries; the limit is {MAX_BOOK_KEYS})")
     return CharacterBook(
         name=text_field(book, "name", where),
         description=text_field(book, "description", where),
-        entries=[_read_entry(entry, f"{where}entries[{index}].") for index, entry in enumerate(entries)],
+        entries=entries,
         scan_depth=_non_negative(book, "scan_depth", where),
         token_budget=_non_negative(book, "token_budget", where),
         recursive_scanning=bool_field(book, "recursive_scanning", False, where),

@@ -36,13 +36,27 @@ _SECTION_FIELDS = {
 }
 _HEADER_WORDS = "|".join(sorted((re.escape(word) for word in _SECTION_FIELDS), key=len, reverse=True))
 # "Name: X", "**Name:** X", "**Name**: X", "## Personality" (a Markdown heading needs no colon), "性格：" ...
+# The blanks before the word are taken whole, never given back (`(?=(?P<b>..))(?P=b)` is an atomic group, which
+# Python 3.10 lacks): what follows them never starts with a blank, so nothing is lost, and a line of blanks costs
+# linear time to refuse instead of one try per way of splitting it (this runs on every line of an uploaded file,
+# and a regex holds the interpreter while it runs). After the word the rest of the line always matches.
+_BLANKS = r"(?=(?P<{0}>[ \t]*))(?P={0})"
 _HEADER = re.compile(
-    rf"^[ \t]*(?:(?P<hashes>\#{{1,6}})[ \t]*)?(?:\*\*|__)?[ \t]*(?P<word>{_HEADER_WORDS})(?!\w)[ \t]*(?:\*\*|__)?[ \t]*"
-    rf"(?P<colon>[:：])?[ \t]*(?:\*\*|__)?[ \t]*(?P<rest>.*)$",
+    rf"^{_BLANKS.format('b1')}(?:(?P<hashes>\#{{1,6}}){_BLANKS.format('b2')})?(?:(?:\*\*|__){_BLANKS.format('b3')})?"
+    rf"(?P<word>{_HEADER_WORDS})(?!\w)"
+    rf"[ \t]*(?:(?:\*\*|__)[ \t]*)?(?P<colon>[:：])?[ \t]*(?:(?:\*\*|__)[ \t]*)?(?P<rest>.*)$",
     re.IGNORECASE,
 )
-_WPP = re.compile(r"\[\s*\w+\s*\(\s*\"[^\"\n]*\"\s*\)\s*\{|\w+\s*\(\s*\"[^\"\n]*\"(?:\s*\+\s*\"[^\"\n]*\")+\s*\)")
-_PLIST = re.compile(r"\[[^\[\]\n]{1,200}?:[^\[\]]*?;[^\[\]]*\]")
+# W++: `[character("Mira") {` or `Mind("kind" + "curious")`. The word must start at a word boundary: tried at every
+# position inside a long word, `\w+` would backtrack through the rest of it each time (quadratic).
+_WPP = re.compile(r"\[\s*\w+\s*\(\s*\"[^\"\n]*\"\s*\)\s*\{|\b\w+\s*\(\s*\"[^\"\n]*\"(?:\s*\+\s*\"[^\"\n]*\")+\s*\)")
+# PList: a bracketed group `[Mira: kind, curious; Mira's clothes: ...]`, read group by group (linear) and checked in
+# code: a ':' within its first 200 characters and on its first line, then a ';' after it.
+_BRACKET_GROUP = re.compile(r"\[([^\[\]]*)\]")
+_PLIST_NAME_CHARS = 200
+# Only the start of a text decides its kind (the markers open a card); the rest of a 100,000-character field is
+# never scanned for them.
+_KIND_SCAN_CHARS = 16 * 1024
 
 
 def card_from_text(text: str, filename: str) -> Card:
@@ -59,11 +73,17 @@ def card_from_text(text: str, filename: str) -> Card:
 
 
 def _prose_kind(text: str) -> str:
-    if _WPP.search(text):
+    start = text[:_KIND_SCAN_CHARS]
+    if _WPP.search(start):
         return "text_wpp"
-    if _PLIST.search(text):
+    if any(_is_plist_group(group[1]) for group in _BRACKET_GROUP.finditer(start)):
         return "text_plist"
     return "text_prose"
+
+
+def _is_plist_group(inside: str) -> bool:
+    colon = inside.find(":", 1, _PLIST_NAME_CHARS + 1)
+    return colon != -1 and "\n" not in inside[:colon] and ";" in inside[colon + 1 :]
 
 
 def _header(line: str) -> tuple[str, str] | None:

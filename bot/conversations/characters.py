@@ -1,20 +1,23 @@
-"""The character library: cards from the `characters/` directory and cards imported on the platforms.
+"""The character library: the sample cards shipped with the package, cards from the `characters/` directory and
+cards imported on the platforms.
 
 Every card is kept in the database by content hash, so a channel's character survives restarts even when its
 file is renamed or removed. Cards are parsed again from their stored bytes at start (one parser, one truth).
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from pathlib import Path
 
 from bot.cards import Card, CardError, find_card, parse_card, scan_directory
-from bot.store import Store
+from bot.store import Character, Store
 
 log = logging.getLogger(__name__)
 
 MAX_IMPORT_BYTES = 20 << 20
+MAX_FILENAME_CHARS = Character.__table__.c.filename.type.length
 
 
 def too_big(size: int) -> str:
@@ -23,37 +26,44 @@ def too_big(size: int) -> str:
 
 
 class Library:
-    def __init__(self, store: Store, cards_dir: str | Path | None, default_name: str = ""):
+    def __init__(self, store: Store, cards_dir: str | Path | None, default_name: str = "",
+                 samples_dir: str | Path | None = None):
         self.store = store
         self.cards_dir = Path(cards_dir) if cards_dir else None
+        self.samples_dir = Path(samples_dir) if samples_dir else None  # None: samples off
         self.default_name = default_name
         self._by_hash: dict[str, Card] = {}
         self._listed: list[Card] = []  # what /char list and name lookup see: one card per name, newest wins
 
     async def load(self) -> None:
-        """Scan the directory (bad files are logged and skipped), then read every stored card."""
-        if self.cards_dir and self.cards_dir.is_dir():
-            cards, errors = scan_directory(self.cards_dir)
-            for path, problem in errors:
-                log.warning("skipping character file %s: %s", path, problem)
-            for card, path in cards:
-                await self._store(card, path.name, path.read_bytes(), origin="dir")
-        for row in await self.store.characters():
-            try:
-                card = parse_card(row.raw, row.filename)
-            except CardError as exc:  # a parser change refusing an old import: keep running without it
-                log.warning("stored character %s no longer parses: %s", row.name, exc)
+        """Scan the samples, then the directory (bad files are logged and skipped; of two cards with one name the
+        directory's wins), then read every stored card."""
+        for directory, origin in ((self.samples_dir, "sample"), (self.cards_dir, "dir")):
+            if directory and directory.is_dir():
+                # Parsing is CPU work that a hostile file can make long: never on the event loop.
+                cards, errors = await asyncio.to_thread(_scan_with_bytes, directory)
+                for path, problem in errors:
+                    log.warning("skipping character file %s: %s", path, problem)
+                for card, path, raw in cards:
+                    await self._store(card, path.name, raw, origin=origin)
+        rows = [row for row in await self.store.characters() if row.content_hash not in self._by_hash
+                and not (row.origin == "sample" and self.samples_dir is None)]
+        for row, parsed in zip(rows, await asyncio.to_thread(lambda: [_parse_stored(row) for row in rows])):
+            if isinstance(parsed, CardError):  # a parser change refusing an old import: keep running without it
+                log.warning("stored character %s no longer parses: %s", row.name, parsed)
                 continue
-            if row.avatar and not card.avatar:
-                card = dataclasses.replace(card, avatar=row.avatar)
-            self._by_hash[row.content_hash] = card
+            if row.avatar and not parsed.avatar:
+                parsed = dataclasses.replace(parsed, avatar=row.avatar)
+            self._by_hash[row.content_hash] = parsed
         self._reindex()
 
     async def import_card(self, filename: str, data: bytes) -> tuple[Card, bool]:
         """Parse and add a card; returns (card, is_new). Raises CardError with one clear line."""
         if len(data) > MAX_IMPORT_BYTES:
             raise CardError(too_big(len(data)))
-        card = parse_card(data, filename)
+        if len(filename) > MAX_FILENAME_CHARS:  # the platform's file name, kept to parse the card again at start
+            raise CardError(f"the file name is {len(filename)} characters long; the limit is {MAX_FILENAME_CHARS}")
+        card = await asyncio.to_thread(parse_card, data, filename)
         is_new = await self._store(card, filename, data, origin="import")
         self._reindex()
         return card, is_new
@@ -66,10 +76,12 @@ class Library:
         self._reindex()
 
     async def _store(self, card: Card, filename: str, raw: bytes, origin: str) -> bool:
-        key = card.content_hash()
+        """Into the database, then into memory: a card the database refused must not stay listed (a ghost)."""
+        key, normalized = await asyncio.to_thread(lambda: (card.content_hash(), card.to_json()))  # large cards: slow
+        is_new = await self.store.put_character(key, card.name, card.source_format, normalized, filename, raw,
+                                                card.avatar, origin)
         self._by_hash[key] = card
-        return await self.store.put_character(key, card.name, card.source_format, card.to_json(), filename, raw,
-                                              card.avatar, origin)
+        return is_new
 
     def _reindex(self) -> None:
         by_name: dict[str, Card] = {}
@@ -95,3 +107,15 @@ class Library:
             if card:
                 return card
         return self._listed[0] if self._listed else None
+
+
+def _scan_with_bytes(directory: Path) -> tuple[list[tuple[Card, Path, bytes]], list[tuple[Path, str]]]:
+    cards, errors = scan_directory(directory)
+    return [(card, path, path.read_bytes()) for card, path in cards], errors
+
+
+def _parse_stored(row) -> Card | CardError:
+    try:
+        return parse_card(row.raw, row.filename)
+    except CardError as exc:
+        return exc

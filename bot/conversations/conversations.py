@@ -259,8 +259,9 @@ class Conversations:
         recent = []
         for t in await self.store.turns(ch.id, after=max(0, ch.head - RECENT_TURNS)):
             recent += [x for x in (t.in_text, t.out_text) if x]
-        return reply_preamble(card, message=text, recent=recent, user=user_label, char_label=char_label,
-                              count_tokens=self.tokenizer.count)
+        # Card work (lorebook scan, macros) runs in a thread: a large or hostile card must not stall other channels.
+        return await asyncio.to_thread(reply_preamble, card, message=text, recent=recent, user=user_label,
+                                       char_label=char_label, count_tokens=self.tokenizer.count)
 
     async def suggest(self, key: ChannelKey) -> str:
         """What the user might say next, generated from a copy of the state (the channel is not changed)."""
@@ -411,7 +412,7 @@ class Conversations:
             same_model = save.fingerprint == self.fingerprint
             initial = None
             if fields["base_position"] == 0:  # keep /undo exact below the loaded head
-                initial = await self._initial_state(card, self._prompt(ch, card, ch.greeting_index).text)
+                initial = await self._initial_state(card, (await self._prompt(ch, card, ch.greeting_index)).text)
             head_state = (await asyncio.to_thread(_unpack, save.header, save.blob)) if same_model else None
             await self.store.restore(ch.id, fields, turns, head_state, self.fingerprint, save.tokens, initial)
             self._hot.pop(ch.id, None)
@@ -443,7 +444,8 @@ class Conversations:
             for t in turns:
                 fed += tokens_from_bytes(t.fed)
             if len(fed) < last:  # reach back into the character's prompt
-                prompt_tokens = self.tokenizer.encode(self._prompt(ch, card, ch.greeting_index).text)
+                prompt = await self._prompt(ch, card, ch.greeting_index)
+                prompt_tokens = await asyncio.to_thread(self.tokenizer.encode, prompt.text)
                 if ch.base_position == 0 and len(turns) == ch.head:
                     fed = prompt_tokens + fed
             return {"tokens": hot.tokens, "turns": ch.head - ch.base_position, "tail": fed[-last:] if last else [],
@@ -454,17 +456,18 @@ class Conversations:
         return ch, await self.store.turns(ch.id)
 
     # ----- states -----------------------------------------------------------------------------------------
-    def _prompt(self, ch: Channel, card, greeting_index: int):
-        """The character's prompt for this channel: its labels, its user's name, the chosen greeting."""
+    async def _prompt(self, ch: Channel, card, greeting_index: int):
+        """The character's prompt for this channel: its labels, its user's name, the chosen greeting. Built in a
+        thread (tokenizing a large card takes a while; other channels must not wait)."""
         from bot.cards import build_prompt
 
         char_label, user_label = self._labels(ch, card)
-        return build_prompt(card, user=ch.user_label, char_label=char_label, user_label=user_label,
-                            greeting_index=greeting_index, count_tokens=self.tokenizer.count,
-                            max_prompt_tokens=self.max_context // 2)
+        return await asyncio.to_thread(build_prompt, card, user=ch.user_label, char_label=char_label,
+                                       user_label=user_label, greeting_index=greeting_index,
+                                       count_tokens=self.tokenizer.count, max_prompt_tokens=self.max_context // 2)
 
     async def _start(self, ch: Channel, card, greeting_index: int) -> str:
-        prompt = self._prompt(ch, card, greeting_index)
+        prompt = await self._prompt(ch, card, greeting_index)
         state, tokens = await self._initial_state(card, prompt.text)
         settings = dict(ch.settings or {})
         settings["greeting"] = prompt.greeting
@@ -482,7 +485,7 @@ class Conversations:
         cached = await self.store.get_initial(prompt_hash, self.fingerprint)
         if cached is not None:
             return cached
-        tokens = self.tokenizer.encode(prompt_text)
+        tokens = await asyncio.to_thread(self.tokenizer.encode, prompt_text)
         result = await self.engine.feed(self.engine.backend.zero_state(), tokens=tokens, channel="prompt")
         await self.store.put_initial(prompt_hash, self.fingerprint, card.content_hash(), result.state, len(tokens))
         return result.state, len(tokens)
@@ -546,7 +549,7 @@ class Conversations:
         return await self._rebuild(ch, card, ch.head)
 
     async def _rebased_state(self, ch: Channel, card, position: int) -> HotState:
-        prompt = self._prompt(ch, card, ch.greeting_index)
+        prompt = await self._prompt(ch, card, ch.greeting_index)
         state, tokens = await self._initial_state(card, prompt.text)
         turns = await self.store.turns(ch.id, upto=position)
         budget = self.max_context // 2 - tokens

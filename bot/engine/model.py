@@ -20,13 +20,19 @@ class ModelError(Exception):
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """The `.pth` file for a configured path given with or without the suffix."""
+    """The checkpoint file for a configured path: the file as named, else the name with `.pth` added. A directory
+    or a missing file is reported as the owner wrote it."""
     p = Path(path).expanduser()
-    if p.suffix != ".pth":
-        p = p.with_name(p.name + ".pth")
-    if not p.is_file():
-        raise ModelError(f"model file not found: {p}")
-    return p
+    if p.is_dir():
+        inside = sorted(child.name for child in p.glob("*.pth"))[:5]
+        hint = f"; it holds {', '.join(inside)}" if inside else "; it holds no .pth file"
+        raise ModelError(f"model path {p} is a directory: name the checkpoint file in it{hint}")
+    if p.is_file():
+        return p
+    with_suffix = p.with_name(p.name + ".pth")
+    if p.suffix != ".pth" and with_suffix.is_file():
+        return with_suffix
+    raise ModelError(f"model file not found: {p}" + ("" if p.suffix == ".pth" else f" (nor {with_suffix.name})"))
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:

@@ -10,8 +10,8 @@ from typing import Sequence
 import torch
 
 from bot.engine.backend import ModelInfo, State, clone_state
-from bot.engine.model import (check_strategy, checkpoint_path, detect_version, file_id, import_rwkv_package,
-                              load_state_file, read_checkpoint, stdout_to_stderr)
+from bot.engine.model import (ModelError, check_strategy, checkpoint_path, detect_version, file_id,
+                              import_rwkv_package, load_state_file, read_checkpoint, stdout_to_stderr)
 
 
 class RwkvPipBackend:
@@ -32,6 +32,8 @@ class RwkvPipBackend:
             progress("loading weights")
         with stdout_to_stderr():
             if version == 7:  # the v7 class appends ".pth" itself
+                if ckpt.suffix != ".pth":
+                    raise ModelError(f"the rwkv package reads RWKV-7 checkpoints only from .pth files: rename {ckpt}")
                 self.model = package.RWKV_x070(str(ckpt)[: -len(".pth")], strategy)
             else:
                 self.model = package.RWKV(str(ckpt), strategy, verbose=False)

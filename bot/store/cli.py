@@ -3,58 +3,101 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
 
 from bot.config import ConfigError, load_config
+from bot.libraries import MissingLibrary
+from bot.store.errors import StoreError
+
+# What stops a db command with one line on stderr and exit code 2.
+_ONE_LINE_ERRORS = (MissingLibrary, StoreError)
 
 
-def _url(args: argparse.Namespace) -> str | None:
-    try:
-        return load_config(args.config).database.url
-    except ConfigError as exc:
-        print(f"rwkv-bot: config: {exc}", file=sys.stderr)
-        return None
+def _one_line_errors(command):
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except _ONE_LINE_ERRORS as exc:
+            print(f"rwkv-bot: {exc}", file=sys.stderr)
+            return 2
+
+    return run
 
 
-def upgrade_command(args: argparse.Namespace) -> int:
-    from bot.store import upgrade_database
+def _configured(command):
+    """A command on the configured database: `command(args, url)`; a config error is one line and exit code 2."""
+    @_one_line_errors
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            url = load_config(args.config).database.url
+        except ConfigError as exc:
+            print(f"rwkv-bot: config: {exc}", file=sys.stderr)
+            return 2
+        return command(args, url)
 
-    return _migrate(args, upgrade_database, "database at revision {}")
-
-
-def downgrade_command(args: argparse.Namespace) -> int:
-    from bot.store import downgrade_database
-
-    return _migrate(args, downgrade_database, "database downgraded to {}")
-
-
-def _migrate(args: argparse.Namespace, migrate, done: str) -> int:
-    url = _url(args)
-    if url is None:
-        return 2
-    migrate(url, args.revision)
-    print(done.format(args.revision))
-    return 0
+    return run
 
 
-def check_command(args: argparse.Namespace) -> int:
+def _with_store(url: str, work, **open_args):
+    """asyncio.run(work(store)) on an opened Store."""
     from bot.store import Store
 
-    url = _url(args)
-    if url is None:
-        return 2
-
-    async def check() -> list[str]:
+    async def run():
         store = Store(url)
-        await store.open(migrate=False)
+        await store.open(**open_args)
         try:
-            return await store.check()
+            return await work(store)
         finally:
             await store.close()
 
-    problems = asyncio.run(check())
+    return asyncio.run(run())
+
+
+@_configured
+def upgrade_command(args: argparse.Namespace, url: str) -> int:
+    revision = _with_store(url, lambda store: store.revision(), revision=args.revision)
+    print(f"database at revision {revision or 'base'}")
+    return 0
+
+
+@_configured
+def downgrade_command(args: argparse.Namespace, url: str) -> int:
+    """Says what the downgrade deletes (rows counted), and does it only with --yes."""
+    from bot.store.migrate import downgrade_database, downgrade_losses, downgrade_steps
+
+    async def plan(store):
+        current = await store.revision()
+        steps = downgrade_steps(current, args.revision)
+        losses = downgrade_losses(steps)
+        return current, steps, losses, await store.row_counts([name.split(".")[0] for name, _ in losses if name])
+
+    current, steps, losses, counts = _with_store(url, plan, migrate=False)
+    if not steps:
+        print(f"nothing to downgrade: the database is at revision {current or 'base'}")
+        return 0
+    target = steps[-1].down_revision or "base"
+    print(f"downgrading from revision {current} to {target} deletes:")
+    for name, what in losses:
+        if name:
+            print(f"  {name}: {counts.get(name.split('.')[0], 0)} rows ({what})")  # "table" or "table.column"
+        else:
+            print(f"  whatever migration {what} added (it does not say)")
+    if not args.yes:
+        print("nothing was changed; run again with --yes to downgrade", file=sys.stderr)
+        return 1
+    downgrade_database(url, args.revision)
+    print(f"database downgraded to {target}")
+    return 0
+
+
+@_configured
+def check_command(args: argparse.Namespace, url: str) -> int:
+    problems = _with_store(url, lambda store: store.check(), migrate=False)
     for problem in problems:
         print(problem)
     if not problems:
@@ -62,6 +105,7 @@ def check_command(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+@_one_line_errors
 def bench_command(args: argparse.Namespace) -> int:
     """Save and load one state of a given shape through the store (default: 1.5B, 24 x 2048)."""
     import tempfile

@@ -48,7 +48,7 @@ class Character(Base):
     filename: Mapped[str] = mapped_column(String(256))
     raw: Mapped[bytes] = mapped_column(LargeBinary)  # the file as imported: parsed again at start
     avatar: Mapped[bytes | None] = mapped_column(LargeBinary)
-    origin: Mapped[str] = mapped_column(String(16), default="import")  # "dir" (characters/) or "import"
+    origin: Mapped[str] = mapped_column(String(16), default="import")  # "sample", "dir" (characters/), "import"
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -8,12 +8,14 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import column, delete, event, func, inspect, select, table, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.store.codec import State, pack_state, unpack_state
-from bot.store.migrate import ensure_sqlite_dir, upgrade_database
-from bot.store.models import AuditEntry, Base, Channel, Character, InitialState, Save, StateRow, Turn, utcnow
+from bot.store.errors import StoreError, shown_url
+from bot.store.migrate import ensure_sqlite_dir, head_revision, import_driver, sqlite_path, upgrade_database
+from bot.store.models import AuditEntry, Channel, Character, InitialState, Save, StateRow, Turn, utcnow
 
 
 @dataclass
@@ -34,10 +36,14 @@ class Store:
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker[AsyncSession] | None = None
 
-    async def open(self, migrate: bool = True) -> None:
-        ensure_sqlite_dir(self.url)
+    async def open(self, migrate: bool = True, revision: str = "head") -> None:
+        """Connect (a URL that cannot be served is one StoreError line) and, unless `migrate` is False, migrate to
+        `revision`. Without migrating nothing is created: `db check` must not make tables Alembic does not know."""
+        import_driver(self.url)
         if migrate:
-            await asyncio.to_thread(upgrade_database, self.url)
+            ensure_sqlite_dir(self.url)
+        elif (path := sqlite_path(self.url)) is not None and not path.is_file():
+            raise StoreError(f"no database at {path} (the bot's first start or `rwkv-bot db upgrade` creates it)")
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
@@ -45,9 +51,15 @@ class Store:
         if self.url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        if not migrate:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
+        try:
+            async with self.engine.connect():
+                pass
+        except (OSError, DBAPIError) as error:
+            await self.close()
+            reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+            raise StoreError(f"cannot connect to the database {shown_url(self.url)}: {reason}") from None
+        if migrate:
+            await asyncio.to_thread(upgrade_database, self.url, revision)
 
     async def close(self) -> None:
         if self.engine is not None:
@@ -278,8 +290,28 @@ class Store:
             return list((await s.execute(q)).scalars())
 
     # -- integrity
+    async def revision(self) -> str | None:
+        """The Alembic revision the database is at; None when it was never migrated."""
+        async with self.engine.connect() as conn:
+            if not await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
+                return None
+            return (await conn.execute(select(table("alembic_version", column("version_num"))
+                                              .c.version_num))).scalar_one_or_none()
+
+    async def row_counts(self, tables: list[str]) -> dict[str, int]:
+        """Rows in each of `tables` that exists."""
+        async with self.engine.connect() as conn:
+            present = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+            return {name: (await conn.execute(select(func.count()).select_from(table(name)))).scalar_one()
+                    for name in tables if name in present}
+
     async def check(self) -> list[str]:
-        """Problems found (empty = consistent): SQLite's own check, then our invariants."""
+        """Problems found (empty = consistent): the migration revision, SQLite's own check, then our invariants."""
+        revision, head = await self.revision(), head_revision()
+        if revision is None:
+            return ["the database was never migrated (no alembic_version table): run `rwkv-bot db upgrade`"]
+        if revision != head:
+            return [f"the database is at revision {revision}, this rwkv-bot expects {head}: run `rwkv-bot db upgrade`"]
         problems: list[str] = []
         async with self.sessions() as s:
             if self.url.startswith("sqlite"):

@@ -14,6 +14,15 @@ depends_on = None
 
 TS = sa.DateTime(timezone=True)
 
+# What a downgrade past this revision deletes (`rwkv-bot db downgrade` shows it and asks for --yes).
+downgrade_loses = {
+    "channels": "every conversation's settings and character",
+    "turns": "every conversation's history",
+    "states": "the stored model states",
+    "characters": "the character library, imported cards included",
+    "initial_states": "cached character prompts (rebuilt on demand)",
+}
+
 
 def upgrade() -> None:
     op.create_table(

@@ -12,6 +12,9 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+# What a downgrade past this revision deletes (`rwkv-bot db downgrade` shows it and asks for --yes).
+downgrade_loses = {"saves": "named saves (/save)"}
+
 
 def upgrade() -> None:
     op.create_table(

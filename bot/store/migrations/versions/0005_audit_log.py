@@ -13,6 +13,9 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+# What a downgrade past this revision deletes (`rwkv-bot db downgrade` shows it and asks for --yes).
+downgrade_loses = {"audit_log": "the audit log of admin changes", "channels.title": "each channel's title"}
+
 
 def upgrade() -> None:
     op.create_table(
