@@ -163,7 +163,7 @@ async def build_app(config: Config, backend=None, *, character: str | None = Non
             max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
             max_message_tokens=config.limits.max_message_tokens, quotas=Quotas.from_config(config.limits),
             channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id)
-        commands = Commands(conversations, library, metrics=metrics,
+        commands = Commands(conversations, library, metrics=metrics, lang=config.ui.lang,
                             user_per_minute=config.limits.user_messages_per_minute,
                             channel_per_minute=config.limits.channel_messages_per_minute)
         app = App(config, engine, store, library, conversations, commands, metrics)
@@ -215,14 +215,7 @@ async def serve(config: Config, *, terminal: bool, character: str | None = None,
             chat = TerminalChat(app.commands, channel=channel, user_name=config.ui.user_name, lang=config.ui.lang)
             if dashboard is not None:
                 await chat.handle("/dashboard")  # the local user's sign-in link
-            chat_task = asyncio.create_task(chat.run(character))
-            stop_task = asyncio.create_task(stop.wait())
-            await asyncio.wait({chat_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-            if chat_task.done():
-                chat_task.result()
-            else:
-                chat_task.cancel()
+            await chat.run(character, stop)  # Ctrl-C and SIGTERM set `stop`: the reply in progress is cut off
         await app.conversations.drain(config.limits.shutdown_seconds)
     finally:
         if dashboard is not None:

@@ -27,7 +27,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Key:
-    kind: str  # str | int | float | bool | list[int] | list[str] | choice
+    kind: str  # str | token | int | float | bool | list[int] | list[str] | choice
     default: Any
     help: str
     choices: tuple = ()
@@ -60,7 +60,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                             "shared library is always for bot admins)"),
     },
     "telegram": {
-        "token": Key("str", "", "bot token from @BotFather; empty = Telegram off"),
+        "token": Key("token", "", "bot token from @BotFather; empty = Telegram off"),
         "base_url": Key("str", "", "Bot API server (self-hosted servers and tests)"),
         "base_file_url": Key("str", "", "Bot API file server"),
         "admin_ids": Key("list[int]", [], "user ids of the bot's admins: the shared character library, and admin "
@@ -77,7 +77,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               "before download", low=1, high=2 << 30),
     },
     "discord": {
-        "token": Key("str", "", "bot token; empty = Discord off"),
+        "token": Key("token", "", "bot token; empty = Discord off"),
         "admin_ids": Key("list[int]", [], "user ids of the bot's admins: the shared character library, and admin "
                          "in every server and DM"),
         "admin_role_ids": Key("list[int]", [], "role ids whose members are the bot's admins in that server"),
@@ -221,6 +221,15 @@ def _to_str(raw, spec):
     return raw
 
 
+def _to_token(raw, spec):
+    """A platform token: one word of printable characters (a pasted newline or control character would
+    otherwise fail deep inside the platform library). The error never repeats the token."""
+    value = _to_str(raw, spec)
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("contains whitespace or a control character; copy the token again")
+    return value
+
+
 def _to_number(kind):
     def convert(raw, spec):
         if isinstance(raw, bool):
@@ -262,5 +271,5 @@ def _to_choice(raw, spec):
     return raw
 
 
-_CONVERTERS = {"str": _to_str, "int": _to_number(int), "float": _to_number(float), "bool": _to_bool,
-               "list[int]": _to_int_list, "choice": _to_choice}
+_CONVERTERS = {"str": _to_str, "token": _to_token, "int": _to_number(int), "float": _to_number(float),
+               "bool": _to_bool, "list[int]": _to_int_list, "choice": _to_choice}

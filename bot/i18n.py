@@ -143,6 +143,18 @@ MESSAGES: dict[str, dict[str, str]] = {
     "debug_last_fed": {"en": "Last turn as fed:", "zh": "最后一轮实际输入："},
     "debug_tail": {"en": "Last {count} {count|token|tokens}:", "zh": "最近 {count} 个 token："},
     "export_done": {"en": "Transcript attached.", "zh": "聊天记录已附上。"},
+    # ----- the boundary: terminal, attachments, platforms
+    "help_quit": {"en": "leave the chat (Ctrl-D and Ctrl-C leave too)", "zh": "退出聊天（Ctrl-D、Ctrl-C 也可以）"},
+    "help_terminal_import": {"en": "/char import PATH imports a card file from this computer.",
+                             "zh": "/char import 路径：从本机导入角色卡文件。"},
+    "bye": {"en": "Bye.", "zh": "再见。"},
+    "private_undeliverable": {"en": "That answer is for you only, and I cannot write to you privately: start a "
+                                    "private chat with me, then ask again.",
+                              "zh": "这条回复只能给你看，但我无法私信你：请先与我私聊，然后再试一次。"},
+    "file_written": {"en": "[file {name}, {size} {size|byte|bytes}, written to {path}]",
+                     "zh": "[文件 {name}，{size} 字节，已写入 {path}]"},
+    "file_not_written": {"en": "[file {name}, {size} {size|byte|bytes}, not written: {problem}]",
+                         "zh": "[文件 {name}，{size} 字节，未能写入：{problem}]"},
     "status": {"en": "Model: {model}\nDevice: {device}\nQueue: {queue} {queue|turn|turns} in progress\nChannels: {channels} "
                      "known, {hot} in memory\nSpeed: {tps:.1f} tokens/s over the last minute",
                "zh": "模型：{model}\n设备：{device}\n队列：{queue} 个进行中\n频道：已知 {channels} 个，内存中 {hot} 个\n"

@@ -13,9 +13,10 @@ from bot.app import build_app
 from bot.config import load_config
 from bot.conversations import ChannelKey
 from bot.engine.backend import states_equal
-from bot.engine.scheduler import EngineError, GenerationCancelled
+from bot.commands import ENGINE_ERROR, ReplyStream
+from bot.engine.scheduler import GenerationCancelled
 from bot.i18n import t
-from tests.chat_helpers import ctx, head_state, pace, reply, send
+from tests.chat_helpers import finish, head_state, outputs, pace, reply, send
 from tests.conftest import ROOT, write_config
 
 KEY = ChannelKey("test", "rg")
@@ -62,9 +63,8 @@ async def test_an_engine_error_during_regen_or_edit_keeps_the_old_exchange(app):
         raise RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED (simulated)")
 
     app.engine.step_hook = always_fail
-    outputs = await app.commands.handle(ctx(channel="rg"), "/regen")
-    with pytest.raises(EngineError):
-        await outputs[-1].result()
+    [stream] = [o for o in await outputs(app, "/regen", channel="rg") if isinstance(o, ReplyStream)]
+    assert (await finish(stream)).outcome == ENGINE_ERROR
     same(await exchange(app), before)
     assert await send(app, "/edit A different reply.", channel="rg") == [t("engine_error")]
     app.engine.step_hook = None
@@ -82,9 +82,9 @@ async def test_a_failed_commit_keeps_the_old_exchange(app):
         raise OSError("database is locked (simulated)")
 
     app.store.commit_turn = refuse
-    outputs = await app.commands.handle(ctx(channel="rg"), "/regen")
-    with pytest.raises(EngineError):  # the adapters say "please try again", as for a failed model step
-        await outputs[-1].result()
+    [stream] = [o for o in await outputs(app, "/regen", channel="rg") if isinstance(o, ReplyStream)]
+    # the adapters say "please try again", as for a failed model step
+    assert (await finish(stream)).outcome == ENGINE_ERROR
     same(await exchange(app), before)
     assert await send(app, "/edit A different reply.", channel="rg") == [t("not_stored")]
     same(await exchange(app), before)

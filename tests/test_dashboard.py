@@ -23,7 +23,7 @@ from bot.commands import Reply
 from bot.commands.signin import LINK_SECONDS, SignInLinks, SignInRefused
 from bot.i18n import t
 from tests.cards.builders import tiny_png
-from tests.chat_helpers import GREEDY, ctx, send
+from tests.chat_helpers import GREEDY, ctx, outputs as outputs_of, send
 from tests.conftest import ROOT, write_config
 
 CHROMIUM = "/usr/bin/chromium"
@@ -95,7 +95,7 @@ async def params_value(app, name: str, **kw) -> str:
 async def test_dashboard_command_off_for_admins_and_private(app):
     assert await send(app, "/dashboard") == [t("dashboard_off", "en")]  # no [dashboard] port: off
     app.commands.signins = SignInLinks("http://127.0.0.1:9")
-    outputs = await app.commands.handle(ctx(), "/dashboard")
+    outputs = await outputs_of(app, "/dashboard")
     assert len(outputs) == 1 and isinstance(outputs[0], Reply)
     assert outputs[0].private and outputs[0].ephemeral  # for the caller only: never posted in the group
     assert URL.search(outputs[0].text)
@@ -157,7 +157,7 @@ async def test_scope_covers_the_chats_signed_in_from_and_the_terminal_covers_all
     assert admin.visible_channels([group]) == {"telegram:-100"}
     local = ctx(platform="terminal", channel="terminal")
     acting = admin.acting_context([local], "discord:7")
-    assert str(acting.key) == "discord:7" and acting.surface == "dashboard" and not acting.flood_control
+    assert str(acting.key) == "discord:7" and acting.surface == "dashboard"
     assert admin.visible_channels([group, local]) is None
 
 
@@ -179,7 +179,7 @@ async def test_titles_are_remembered_without_touching_last_activity(app):
 
     await send(app, "/start", platform="telegram", channel="-5")
     before = (await admin.channels(app.commands))[0]
-    await app.commands.handle(replace(ctx(platform="telegram", channel="-5"), chat_title="Night Owls"), "/params")
+    await outputs_of(app, "/params", platform="telegram", channel="-5", chat_title="Night Owls")
     after = (await admin.channels(app.commands))[0]
     assert after.title == "Night Owls" and after.last_activity == before.last_activity
 

@@ -11,21 +11,23 @@ import signal
 import sys
 
 import discord
+import logging
 import pytest
 
 from bot.adapters.discord import DiscordAdapter
-from bot.adapters.discord.adapter import channel_key
-from bot.adapters.discord.text import LIMIT, split_message
+from bot.adapters.discord.text import LIMIT
+from bot.adapters.text import split_message as split_to
 from bot.app import build_app
 from bot.cards.png import embed_card
 from bot.commands.base import REGISTRY, Reply, command
 from bot.config import load_config
+from bot.conversations import ChannelKey
 from bot.engine.params import PARAM_NAMES
 from bot.i18n import t
 from tests.cards.builders import tiny_png
 from tests.chat_helpers import pace
 from tests.conftest import write_config
-from tests.fake_discord import DEFAULT_BOT_PERMISSIONS, FakeDiscord, Perm
+from tests.fake_discord import DEFAULT_BOT_PERMISSIONS, FakeDiscord, FakeDiscordError, Perm
 
 GUILD = 912345678901234567
 GENERAL = 912345678901234600
@@ -41,6 +43,15 @@ CAROL = 912345678901234703  # only a role listed in discord.admin_role_ids
 OTHER_BOT = 912345678901234704
 ADMINS = 912345678901234800
 STORYTELLERS = 912345678901234801  # no permissions; configured as an admin role
+
+
+def channel_key(channel_id: int) -> ChannelKey:
+    return ChannelKey("discord", str(channel_id))
+
+
+def split_message(text: str, limit: int = LIMIT) -> list[str]:
+    """The one split of every platform, at Discord's limit."""
+    return split_to(text, limit)
 
 
 @pytest.fixture
@@ -382,6 +393,88 @@ async def test_allowed_mentions_none_on_everything_the_model_writes(app, fake):
         assert greeting.mentions == [] and greeting.mention_roles == [] and not greeting.mention_everyone
 
 
+async def test_role_play_channels_are_made_by_admins_and_undone_with_replymode(app, fake):
+    async with serving(app, fake):
+        synced = {c["name"]: c for c in fake.synced_commands["global"]}
+        assert synced["replymode"]["contexts"] == [0]  # offered in servers only, not in DMs
+        assert synced["save"].get("contexts") in (None, [0, 1, 2]) and "quit" not in synced  # the rest everywhere
+        inter = await slash(fake, "saves", user=BOB, channel=DM)  # a generic command in a DM
+        assert inter.texts() == [t("saves_none", "en")]
+        with pytest.raises(FakeDiscordError, match="not available in DMs"):
+            await fake.invoke_command("replymode", {"args": "all"}, BOB, DM)
+        dm_help = (await slash(fake, "help", user=BOB, channel=DM)).texts()[0]
+        assert "/replymode - " not in dm_help and "/reset - " in dm_help
+        assert "/replymode - " in (await slash(fake, "help", user=BOB)).texts()[0]
+
+        # a member's /char use picks the character; the channel still answers only mentions
+        inter = await slash(fake, "char use", {"name": "Mira"}, user=BOB, channel=LOBBY)
+        assert inter.texts() == ["Now talking with Mira."]
+        await fake.wait_for(lambda: persona_messages(fake, LOBBY))
+        await fake.send_message(LOBBY, BOB, "just us here")
+        await asyncio.sleep(0.3)
+        assert await turns(app, LOBBY) == []
+
+        await use_mira(fake, GENERAL)  # an admin's: a role-play channel
+        await greedy(fake)
+        await chat(fake, app, GENERAL, BOB, "Is anyone in?")
+        inter = await slash(fake, "replymode", {"args": "mention"})
+        assert inter.texts() == [t("replymode_set", "en", mode=t("replymode_mention", "en"))]
+        await fake.send_message(GENERAL, BOB, "quiet now?")
+        await asyncio.sleep(0.3)
+        assert [x.in_text for x in await turns(app, GENERAL)] == ["Is anyone in?"]
+        inter = await fake.invoke_command("replymode", {"args": "all"}, BOB, GENERAL)  # members may not
+        await inter.wait_callback()
+        assert inter.texts() == [t("not_admin", "en")] and inter.ephemeral
+        await slash(fake, "replymode", {"args": "all"})
+        await chat(fake, app, GENERAL, BOB, "and now?")
+        settings = await app.conversations.settings(channel_key(GENERAL))
+        assert settings.get("reply_mode") == "all" and "roleplay" not in settings  # written by the command layer
+
+
+async def test_a_strangers_typed_card_import_is_never_downloaded(app, fake):
+    card = json.dumps({"name": "Quill", "description": "A scribe.", "first_mes": "Ink's dry."}).encode()
+    async with serving(app, fake):
+        def downloads():
+            return [r for r in fake.requests if r.path.startswith("/cdn/")]
+
+        def said(text):
+            return [m for m in fake.bot_messages(GENERAL) if m.content == text]
+
+        await use_mira(fake, GENERAL)  # a role-play channel: every message there is read
+        await fake.send_message(GENERAL, BOB, "/char import", attachments=[("quill.json", card)])
+        await fake.wait_for(lambda: said(t("not_admin", "en")))
+        assert downloads() == [] and app.library.find("Quill") is None
+        await fake.send_message(LOBBY, ALICE, "/char import", attachments=[("quill.json", card)])  # typed: addressed
+        await fake.wait_for(lambda: [m for m in fake.bot_messages(LOBBY)
+                                     if m.content == t("char_imported", "en", name="Quill", format="v1")])
+        assert len(downloads()) == 1
+
+
+async def test_a_reply_whose_commit_fails_says_so_as_on_every_platform(app, fake, monkeypatch):
+    async with serving(app, fake):
+        await use_mira(fake, GENERAL)
+        await greedy(fake)
+
+        async def broken_commit(*args, **kwargs):
+            raise RuntimeError("disk full (simulated)")
+
+        monkeypatch.setattr(app.store, "commit_turn", broken_commit)
+        await fake.send_message(GENERAL, BOB, "Anyone?")
+        await fake.wait_for(lambda: persona_messages(fake, GENERAL)[-1].content.endswith(t("engine_error", "en")))
+        assert await turns(app, GENERAL) == []  # nothing half-stored
+
+
+async def test_a_control_character_in_the_token_stops_the_process_with_one_line(app, fake, caplog):
+    caplog.set_level(logging.INFO)
+    app.config.discord.token = fake.token[:8] + "\x01" + fake.token[8:]  # as if read past the config's own check
+    stop = asyncio.Event()
+    await asyncio.wait_for(DiscordAdapter(app).run(stop), 15)
+    assert stop.is_set()  # the process stops instead of running on without Discord
+    [line] = [r for r in caplog.records if r.name.startswith("bot.adapters.discord") and r.levelno >= logging.ERROR]
+    assert "control character" in line.getMessage() and "stopping" in line.getMessage() and not line.exc_info
+    assert fake.token not in line.getMessage()
+
+
 # --------------------------------------------------------------------------- exactness, long replies, 429s
 
 
@@ -472,7 +565,9 @@ async def test_stop_mid_reply_cancels_it_in_time_and_leaves_the_channel_unchange
             loop = asyncio.get_running_loop()
             stopping = loop.time()
         assert loop.time() - stopping < 5 and not fake.connected
-        assert persona_messages(fake, GENERAL)[-1].content == t("reply_cancelled", "en")
+        # what was written so far stays, and says why it stopped (as on Telegram)
+        reply = [m.content for m in persona_messages(fake, GENERAL)[1:]]
+        assert reply[-1].endswith(t("reply_cancelled", "en")) and len("".join(reply)) > len(t("reply_cancelled"))
         assert await turns(app, GENERAL) == []  # nothing half-done was committed
     finally:
         await app.close()
@@ -564,6 +659,14 @@ async def test_dashboard_link_is_ephemeral_and_slash_changes_are_audited_with_th
         inter = await slash(fake, "dashboard", user=ALICE)
         assert inter.ephemeral and "http://127.0.0.1:9/signin/" in inter.texts()[0]
         assert fake.channel_messages(GENERAL) == []  # nothing public
+        await fake.send_message(GENERAL, ALICE, "/dashboard")  # typed in the channel: the link goes by DM
+
+        def links_in_dms():
+            dms = [c.id for c in fake.channels.values() if c.type == 1 and c.recipient_ids == [ALICE]]
+            return [m for dm in dms for m in fake.bot_messages(dm) if "/signin/" in m.content]
+
+        await fake.wait_for(links_in_dms)
+        assert not [m for m in fake.channel_messages(GENERAL) if "/signin/" in m.content]
         await slash(fake, "params set", {"name": "temperature", "value": 0.5}, user=ALICE)
     latest = (await admin.audit_log(app.commands))[0]
     assert (latest.surface, latest.channel, latest.action, latest.detail) == (

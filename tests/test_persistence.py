@@ -30,6 +30,20 @@ def test_state_bytes_round_trip_exactly():
         assert a.shape == b.shape and torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8))
 
 
+async def test_two_channels_storing_the_same_initial_state_at_once_both_succeed(tmp_path):
+    """Many channels starting the same character at once (the 200-chat load test) all build its initial state; the
+    first to store it wins and the others carry on."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'init.db'}")
+    await store.open()
+    try:
+        state = [torch.randn(8), torch.randn(2, 4, 4), torch.randn(8)]
+        await asyncio.gather(*(store.put_initial("hash", "fp", "card", state, 12) for _ in range(8)))
+        stored, tokens = await store.get_initial("hash", "fp")
+        assert tokens == 12 and all(torch.equal(a, b) for a, b in zip(stored, state))
+    finally:
+        await store.close()
+
+
 async def open_app(config_file):
     return await build_app(load_config(config_file, env={}))
 

@@ -7,8 +7,7 @@ import json
 from bot.engine.backend import states_equal
 from bot.conversations import ChannelKey
 from bot.store import tokens_from_bytes
-from bot.commands import Context
-from tests.chat_helpers import GREEDY, ctx, head_state, reply, send
+from tests.chat_helpers import GREEDY, head_state, outputs, reply, send
 from tests.conftest import run_cli, write_config
 
 
@@ -123,13 +122,13 @@ async def test_debug_and_export(app):
     text = (await send(app, "/debug 8 ids", channel="dx"))[0]
     assert "State has read" in text and "User: tell me a secret" not in text
     assert "Alice: tell me a secret\\n\\nMira:" in text and ":261" in text
-    outputs = await app.commands.handle(ctx(channel="dx"), "/debug 4000")
-    assert outputs[0].file and outputs[0].file[0] == "debug.txt"
+    debug = await outputs(app, "/debug 4000", channel="dx")
+    assert debug[0].file and debug[0].file[0] == "debug.txt"
     assert "Usage: /debug" in (await send(app, "/debug lots", channel="dx"))[0]
-    out = (await app.commands.handle(ctx(channel="dx"), "/export"))[0]
+    out = (await outputs(app, "/export", channel="dx"))[0]
     body = out.file[1].decode()
     assert out.file[0] == "transcript.txt" and "Alice: tell me a secret" in body and body.startswith("Mira: ")
-    out = (await app.commands.handle(ctx(channel="dx"), "/export json"))[0]
+    out = (await outputs(app, "/export json", channel="dx"))[0]
     data = json.loads(out.file[1])
     assert data["character"] == "Mira" and data["turns"][0]["text"] == "tell me a secret"
     assert "Model:" in (await send(app, "/status", channel="dx"))[0]

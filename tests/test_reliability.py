@@ -14,13 +14,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bot.commands.base import parse_command
+from bot.commands import ENGINE_ERROR, ReplyStream, parse_command
 from bot.commands.flood import RateLimiter
 from bot.conversations import ChannelKey
 from bot.cards.turns import sanitize_name, sanitize_text, turn
 from bot.engine.tokenizer import world_tokenizer
 from bot.logs import setup_logging
-from tests.chat_helpers import ctx, reply, send
+from tests.chat_helpers import finish, outputs, reply, send
 from tests.conftest import ROOT, write_config
 
 
@@ -107,11 +107,8 @@ async def test_a_model_that_keeps_failing_answers_clearly_and_keeps_the_channel(
         raise RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED (simulated)")
 
     app.engine.step_hook = always_fail
-    outputs = await app.commands.handle(ctx(channel="bad"), "again")
-    from bot.engine.scheduler import EngineError
-
-    with pytest.raises(EngineError, match="the model failed on this reply"):
-        await outputs[-1].result()
+    final = await finish((await outputs(app, "again", channel="bad"))[-1])
+    assert final.outcome == ENGINE_ERROR  # what the user is shown: the model failed on this reply
     assert (await app.conversations.channel(ChannelKey("test", "bad"))).head == head
     app.engine.step_hook = None  # the engine serves on
     await send(app, "/undo", channel="bad")
@@ -218,15 +215,12 @@ def test_fuzzed_commands_get_answers_not_crashes(fuzz_app, command, args, admin)
     loop, app = fuzz_app
 
     async def run():
-        outputs = await app.commands.handle(ctx(channel="fz", admin=admin), f"{command} {args}")
-        for out in outputs:
-            if hasattr(out, "result"):
-                try:
-                    await out.result()
-                except Exception as exc:  # a cut-off reply is an answer too, but never a crash of the bot
-                    assert exc.__class__.__name__ in ("GenerationCancelled", "EngineError")
-        return outputs
+        answer = await outputs(app, f"{command} {args}", channel="fz", admin=admin)
+        for out in answer:
+            if isinstance(out, ReplyStream):
+                await finish(out)  # a cut-off reply is an answer too (its Final says why), never a crash
+        return answer
 
-    outputs = loop.run_until_complete(run())
-    assert isinstance(outputs, list)
+    answer = loop.run_until_complete(run())
+    assert isinstance(answer, list)
     assert loop.run_until_complete(app.store.check()) == []

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from bot.adapters.telegram import TelegramAdapter
-from bot.adapters.telegram.text import split_message, strip_mention
+from bot.adapters.telegram.text import MAX_MESSAGE_CHARS, strip_mention
+from bot.adapters.text import split_message as split_to
 from bot.app import build_app
 from bot.config import load_config
 from bot.conversations import ChannelKey
@@ -115,6 +116,11 @@ def squash(text: str) -> str:
 # ----------------------------------------------------------------------------- text rules (no network)
 
 
+def split_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    """The one split of every platform, at Telegram's limit."""
+    return split_to(text, limit)
+
+
 def test_split_prefers_paragraphs_then_lines_then_sentences_then_spaces():
     para = "First paragraph. " * 10 + "\n\n" + "Second paragraph. " * 10
     assert split_message(para, 250) == [("First paragraph. " * 10).strip(), ("Second paragraph. " * 10).strip()]
@@ -178,9 +184,15 @@ async def test_private_chat_streams_by_editing_and_ends_with_the_committed_text(
     assert all("parse_mode" not in c.params for c in server.calls_to("sendMessage") + server.calls_to("editMessageText"))
     menu = {c["command"]: c["description"] for c in server.commands_for("")}
     menu_zh = {c["command"]: c["description"] for c in server.commands_for("zh")}
-    for name in ("start", "help", "char", "undo", "params", "replymode"):
+    for name in ("start", "help", "char", "undo", "params"):
         assert name in menu and name in menu_zh
     assert menu["undo"] != menu_zh["undo"] and "撤回" in menu_zh["undo"]
+    # /replymode is offered where it applies: in groups, not in private chats; terminal commands nowhere here
+    groups = {c["command"] for c in server.commands_for("", "all_group_chats")}
+    groups_zh = {c["command"] for c in server.commands_for("zh", "all_group_chats")}
+    assert "replymode" not in menu and "replymode" not in menu_zh
+    assert "replymode" in groups and "replymode" in groups_zh and set(menu) <= groups
+    assert "quit" not in groups | set(menu)
 
 
 async def test_undo_and_reset_give_the_same_greedy_replies(tmp_path, demo7, server):
@@ -223,11 +235,15 @@ async def test_unknown_commands_and_commands_for_other_bots(tmp_path, demo7, ser
         await bot.say(chat, 9, "/help@otherbot")
         await bot.say(chat, 9, "/help@RWKVbot")
         assert len(bot.texts(9)) == 2 and bot.texts(9)[1].startswith("Commands:")
-        assert "/replymode - " in bot.texts(9)[1]
+        assert "/replymode - " not in bot.texts(9)[1] and "/quit" not in bot.texts(9)[1]  # offered where it applies
+        await bot.say(chat, 9, "/quit")  # the terminal's
+        assert bot.texts(9)[-1] == "Unknown command /quit, see /help."
         group = server.group_chat(-90, "Club")
         await bot.say(group, 5, "/frobnicate")  # may be another bot's command: not ours to refuse
         await bot.say(group, 5, "/frobnicate@rwkvbot")
         assert bot.texts(group) == ["Unknown command /frobnicate, see /help."]
+        await bot.say(group, 5, "/help")
+        assert "/replymode - " in bot.texts(group)[-1]
 
 
 # ----------------------------------------------------------------------------- groups
@@ -405,6 +421,23 @@ async def test_card_import_by_document_and_bad_or_huge_files_refused(tmp_path, d
         assert bot.app.library.find("Pia") is None
 
 
+async def test_a_flood_of_card_imports_is_refused_before_any_lookup_or_download(tmp_path, demo7, server):
+    config = telegram_config(tmp_path, demo7, server, limits__user_messages_per_minute=6)  # a burst of 3
+    async with running(server, config) as bot:
+        group = server.group_chat(-810, "Club")
+        server.set_member_status(group.id, 22, "creator")
+        server.set_member_status(group.id, 23, "member")
+        for i in range(5):
+            await bot.send_document(group, 22, f"c{i}.json", card_json(f"Card{i}"), caption="/char import")
+        assert len(server.calls_to("download")) == 3  # the admin's burst; the flood is refused before downloading
+        assert bot.texts(group)[:3] == [f"Imported Card{i} (v2)." for i in range(3)]
+        assert bot.texts(group)[3:] == [t("rate_limited", "en")]  # told once, then quiet
+        for i in range(3):
+            await bot.send_document(group, 23, f"d{i}.json", card_json(f"Dup{i}"), caption="/char import")
+        assert bot.texts(group)[4:] == [t("not_admin", "en")] * 3
+        assert len(server.calls_to("download")) == 3  # a member's files are never downloaded
+
+
 # ----------------------------------------------------------------------------- platform errors
 
 
@@ -571,3 +604,18 @@ async def test_group_changes_are_audited_and_the_chat_title_is_listed(tmp_path, 
         assert [(r.surface, r.channel, r.action, r.detail) for r in rows] == [
             ("telegram", "telegram:-700", "replymode", "all")]
         assert [r.title for r in await admin.channels(bot.app.commands)] == ["Night Owls"]
+
+
+async def test_an_answer_for_the_sender_only_goes_to_their_private_chat_never_to_the_group(tmp_path, demo7, server):
+    from bot.commands.signin import SignInLinks
+
+    async with running(server, telegram_config(tmp_path, demo7, server)) as bot:
+        bot.app.commands.signins = SignInLinks("http://127.0.0.1:9")  # as bot.dashboard sets it when the page is on
+        group = server.group_chat(-720, "Night Owls")
+        server.set_member_status(group.id, 44, "administrator")
+        server.set_member_status(group.id, 45, "administrator")
+        server.private_chat(44, "Ada")  # 44 has talked to the bot privately; 45 never has
+        await bot.say(group, 44, "/dashboard")
+        assert "http://127.0.0.1:9/signin/" in bot.texts(44)[-1]
+        await bot.say(group, 45, "/dashboard")
+        assert bot.texts(group) == [t("private_undeliverable", "en")]  # the group never sees a link

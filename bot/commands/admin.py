@@ -69,7 +69,7 @@ def library_context(grants: list[Context]) -> Context:
 
 
 def _for_page(ctx: Context) -> Context:
-    return dataclasses.replace(ctx, surface=DASHBOARD, flood_control=False, attachment=None)
+    return dataclasses.replace(ctx, surface=DASHBOARD, attachment=None)
 
 
 def parse_channel(channel: str) -> ChannelKey:
@@ -240,7 +240,7 @@ async def signed_in(cmds, ctx: Context) -> None:
 
 
 async def _run(cmds, ctx: Context, text: str) -> Outcome:
-    outputs = await cmds.handle(ctx, text)
+    outputs = await cmds.execute(ctx, text)
     message = "\n".join(o.text for o in outputs if isinstance(o, Reply))
     return Outcome(succeeded(outputs), message)
 

@@ -1,20 +1,10 @@
-"""The everyday commands: /help /start /char /reset /undo /regen /params /format /lang."""
+"""The everyday commands: /start /char /reset /undo /regen /params /format /lang."""
 from __future__ import annotations
 
 from bot.commands.base import CharacterLine, Context, Reply, command, first_arg, parse_number, split_args
 from bot.conversations import ConversationError
 from bot.engine.params import PARAM_NAMES, SPECS, ParamError
 from bot.i18n import LANGS, param_help, t
-
-
-@command("help", aliases=("commands",))
-async def help_(cmds, ctx: Context, args: str):
-    lines = [t("help_title", ctx.lang)]
-    for spec in cmds.commands():
-        lines.append(f"/{spec.name} - {t(spec.help_key, ctx.lang)}")
-    lines.append("")
-    lines.append(t("help_footer", ctx.lang))
-    return [Reply("\n".join(lines), ephemeral=True)]
 
 
 @command("start")

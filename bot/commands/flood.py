@@ -53,3 +53,17 @@ class RateLimiter:
         full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.burst]
         for k in full:
             del self._buckets[k]
+
+
+class FloodControl:
+    """Flood control for messages: a per-user and a per-channel bucket; a refused sender is told once per cooldown."""
+
+    def __init__(self, user_per_minute: float, channel_per_minute: float):
+        self.users = RateLimiter(user_per_minute)
+        self.channels = RateLimiter(channel_per_minute)
+
+    def admit(self, user: tuple[str, str], channel) -> tuple[bool, bool]:
+        """(let in, tell the sender they were refused) for one message of `user` (platform, id) in `channel`."""
+        if self.users.allow(user) and self.channels.allow(channel):
+            return True, False
+        return False, self.users.should_notice(user)

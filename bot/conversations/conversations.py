@@ -459,6 +459,12 @@ class Conversations:
             settings[name] = value
             await self.store.update_channel(ch.id, settings=settings)
 
+    async def settings(self, key: ChannelKey) -> dict:
+        """All of a channel's settings in one read (the command layer's per-message decisions), without creating
+        the channel: a message the bot does not answer must not start a conversation (or count against a quota)."""
+        ch = await self.store.find_channel(key.platform, key.external_id)
+        return dict(ch.settings or {}) if ch is not None else {}
+
     async def setting(self, key: ChannelKey, name: str, default=None):
         """A per-channel setting (e.g. "lang", "reply_mode"), read without creating the channel."""
         ch = await self.store.find_channel(key.platform, key.external_id)

@@ -326,10 +326,13 @@ class Store:
 
     async def put_initial(self, prompt_hash: str, fingerprint: str, character: str, state: State, tokens: int) -> None:
         packed = await asyncio.to_thread(pack_state, state)
-        async with self.sessions.begin() as s:
-            if await s.get(InitialState, (prompt_hash, fingerprint)) is None:
-                s.add(InitialState(prompt_hash=prompt_hash, fingerprint=fingerprint, character=character,
-                                   tokens=tokens, header=packed.header, blob=packed.blob))
+        try:
+            async with self.sessions.begin() as s:
+                if await s.get(InitialState, (prompt_hash, fingerprint)) is None:
+                    s.add(InitialState(prompt_hash=prompt_hash, fingerprint=fingerprint, character=character,
+                                       tokens=tokens, header=packed.header, blob=packed.blob))
+        except IntegrityError:  # two channels started the same character at once: the other one stored it first
+            pass
 
     # -- named saves
     async def saves(self, channel_id: int) -> list[Save]:

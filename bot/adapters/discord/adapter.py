@@ -1,9 +1,10 @@
-"""The Discord adapter: turns Discord messages and slash commands into `Commands.handle` calls and shows what
-comes back. No model logic here: which channel a message belongs to, who is an admin, what the user said.
+"""The Discord adapter: turns Discord messages and slash commands into `Incoming`s for `Commands.handle` and shows
+the answers. No model logic here: which channel a message belongs to, who is an admin, what the user said.
 
-- DMs: every message is a turn. In a server, a channel or thread where `/char use` was run is a role-play channel:
-  every member message there is a turn, spoken by the author's display name; elsewhere the bot answers only when
-  mentioned. Each thread is its own conversation. Bots and webhooks (our own personas included) never speak.
+- DMs: every message is a turn. In a server the command layer decides from the channel's reply mode: in a
+  role-play channel (`/replymode all`, or where an admin picked a character with `/char use`) every member message
+  is a turn, spoken by the author's display name; elsewhere the bot answers mentions and its typed commands. Each
+  thread is its own conversation. Bots and webhooks (our own personas included) never speak.
 - Admins: everyone in a DM; in a server, Manage Server or a role in `discord.admin_role_ids`.
 """
 from __future__ import annotations
@@ -18,15 +19,13 @@ import yarl
 from discord import app_commands
 
 from bot.adapters.discord.personas import NONE, Persona, Personas, can_send
-from bot.adapters.discord.render import InteractionAnswer, PersonaWriter, describe, reply_to_message
+from bot.adapters.discord.render import DiscordSurface, InteractionAnswer, describe, reply_to_message, send_to
 from bot.adapters.discord.slash import Chinese, build_tree
 from bot.adapters.discord.text import readable_text, t
-from bot.commands import CharacterLine, Context, Reply, parse_command
-from bot.commands.audit import succeeded
-from bot.commands.base import first_arg
-from bot.conversations import ChannelKey, TurnStream
+from bot.adapters.painter import Painter
+from bot.commands import (DOWNLOAD_FAILED, MAX_ATTACHMENT_BYTES, TOO_BIG, Answer, Attachment, AttachmentProblem,
+                          CharacterLine, Incoming, Reply, ReplyStream, names_a_command)
 from bot.i18n import normalize_lang
-from bot.conversations.characters import MAX_IMPORT_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +34,6 @@ CONVERSATION_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
 FATAL = (discord.LoginFailure, discord.PrivilegedIntentsRequired)
 CANCEL_WAIT = 3.0  # after cancelling replies at shutdown: time for their "(reply cancelled)" edits
 QUICK_ANSWER = 1.0  # seconds a generic command may take before it is deferred (Discord's deadline is 3 s)
-
-
-def channel_key(channel_id: int) -> ChannelKey:
-    return ChannelKey(PLATFORM, str(channel_id))
-
-
-def marks_roleplay(text: str) -> bool:
-    """`/char use NAME` (or its shorthand `/char NAME`) makes a server channel a role-play channel."""
-    parsed = parse_command(text)
-    if parsed is None or parsed.name != "char":
-        return False
-    action, _ = first_arg(parsed.args)
-    return action.lower() not in ("", "list", "show", "import")
 
 
 def title_of(channel, guild, user) -> str:
@@ -80,14 +66,14 @@ class _Client(discord.Client):
 
 class DiscordAdapter:
     def __init__(self, app):
-        self.app = app
+        self.commands = app.commands
+        self.config = app.config
         self.settings = app.config.discord
         self.personas = Personas()
         self.closing = False
         self.client = _Client(self)
         self._busy: set[asyncio.Task] = set()  # handlers still showing something
-        self._streams: set[TurnStream] = set()
-        self._arrivals: dict[ChannelKey, asyncio.Lock] = {}
+        self._streams: set[ReplyStream] = set()
 
     # ----- lifecycle ---------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -103,7 +89,9 @@ class DiscordAdapter:
             await client_task
 
     async def _connect(self, stop: asyncio.Event) -> None:
-        """Log in and stay connected (discord.py resumes the gateway itself); retry while Discord is unreachable."""
+        """Log in and stay connected (discord.py resumes the gateway itself); retry while Discord is unreachable.
+        Whatever else ends the client stops the whole process with one log line: a bot whose Discord side died
+        must not run on as if it served."""
         delay = 5.0
         while not stop.is_set():
             try:
@@ -117,6 +105,10 @@ class DiscordAdapter:
             except (OSError, aiohttp.ClientError, discord.HTTPException, discord.GatewayNotFound,
                     asyncio.TimeoutError) as exc:
                 log.warning("discord: cannot connect (%s); retrying in %.0f s", describe(exc), delay)
+            except Exception as exc:
+                log.error("discord: the client failed (%s); stopping", describe(exc))
+                stop.set()
+                return
             await self.client.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -126,7 +118,7 @@ class DiscordAdapter:
     async def shutdown(self) -> None:
         """Stop taking messages, let replies in progress finish (cancel the slow ones), then close the client."""
         self.closing = True
-        grace = min(10.0, self.app.config.limits.shutdown_seconds * 0.6)
+        grace = min(10.0, self.config.limits.shutdown_seconds * 0.6)
         busy = {task for task in self._busy if not task.done()}
         if busy:
             _, busy = await asyncio.wait(busy, timeout=grace)
@@ -175,55 +167,45 @@ class DiscordAdapter:
         roles = {role.id for role in getattr(user, "roles", ())}
         return bool(roles & set(self.settings.admin_role_ids))
 
-    async def language(self, key: ChannelKey, locale) -> str:
-        return await self.app.commands.lang_for(key, str(locale) if locale else None, self.app.config.ui.lang)
-
-    def _arrival(self, key: ChannelKey) -> asyncio.Lock:
-        return self._arrivals.setdefault(key, asyncio.Lock())
-
-    async def _handle_in_order(self, ctx: Context, text: str) -> list:
-        """`Commands.handle` queued on the channel in the order the messages arrived.
-
-        Work before handle (settings, downloads) awaits, so two quick messages could overtake each other there;
-        the arrival lock (FIFO) keeps that part in order, and the yield lets handle reach the channel's own queue
-        (it does so without awaiting anything else) before the next message starts."""
-        async with self._arrival(ctx.key):
-            task = asyncio.create_task(self.app.commands.handle(ctx, text))
-            await asyncio.sleep(0)
-        return await task
-
     # ----- messages -----------------------------------------------------------------------------------------
     async def on_message(self, message: discord.Message) -> None:
         if self.closing or message.author.bot or message.webhook_id is not None:
             return  # bots and webhooks (our own personas too) never take a turn
         if message.type not in CONVERSATION_MESSAGES:
             return  # joins, pins, thread starters...
+        incoming = self._incoming_of(message)
+        if not incoming.text:
+            return
+        if not can_send(message.channel, message.guild.me if message.guild else None):
+            if incoming.addressed:
+                log.info("channel %s: addressed, but the bot may not post there (Send Messages); ignored",
+                         message.channel.id)
+            return
+        arrival = self.commands.arrive(incoming)  # before any await: arrival order, flood control
         with self._tracked():
             try:
-                await self._on_message(message)
+                if arrival.needs_admin:
+                    incoming.is_admin = self.is_admin(message.author, message.guild is not None)
+                if arrival.wants_attachment:  # an admin's /char import: others' files are never downloaded
+                    await self._attach(message.attachments[0] if message.attachments else None, incoming)
+                answer = await self.commands.handle(incoming, arrival)
+                await self._show_for_message(message, answer)
             except discord.HTTPException as exc:
                 log.warning("channel %s: Discord refused the answer: %s", message.channel.id, describe(exc))
+            finally:
+                arrival.placed()
 
-    async def _on_message(self, message: discord.Message) -> None:
-        key = channel_key(message.channel.id)
-        async with self._arrival(key):
-            text = self._text_of(message)
-            if not text or not await self._addressed(message, key):
-                return
-            if not self._may_answer(message):
-                return
-            lang = await self.language(key, message.guild.preferred_locale if message.guild else None)
-            ctx = Context(key=key, user_id=str(message.author.id), user_name=message.author.display_name,
-                          is_admin=self.is_admin(message.author, message.guild is not None), lang=lang,
-                          is_group=message.guild is not None, attachment=await self._attachment_of(message, text),
-                          is_bot_admin=self.is_bot_admin(message.author),
-                          chat_title=title_of(message.channel, message.guild, message.author))
-            task = asyncio.create_task(self.app.commands.handle(ctx, text))
-            await asyncio.sleep(0)  # see _handle_in_order: queue on the channel before the next message
-        outputs = await task
-        if message.guild is not None and marks_roleplay(text) and succeeded(outputs):
-            await self.app.conversations.set_setting(key, "roleplay", True)
-        await self._show_for_message(message, outputs, lang)
+    def _incoming_of(self, message: discord.Message) -> Incoming:
+        guild = message.guild
+        reference = message.reference
+        incoming = Incoming(
+            platform=PLATFORM, channel_id=str(message.channel.id), user_id=str(message.author.id),
+            user_name=message.author.display_name, text=self._text_of(message), message_id=str(message.id),
+            is_group=guild is not None, language_code=str(guild.preferred_locale) if guild else None,
+            reply_to=str(reference.message_id) if reference and reference.message_id else "",
+            is_bot_admin=self.is_bot_admin(message.author), chat_title=title_of(message.channel, guild, message.author))
+        incoming.addressed = guild is None or self._mentions_me(message) or names_a_command(incoming)
+        return incoming
 
     def _text_of(self, message: discord.Message) -> str:
         me = self.client.user
@@ -242,123 +224,112 @@ class DiscordAdapter:
         role = message.guild.self_role if message.guild else None
         return role is not None and role in message.role_mentions
 
-    async def _addressed(self, message: discord.Message, key: ChannelKey) -> bool:
-        """DMs always; role-play channels always; elsewhere only when mentioned."""
-        if message.guild is None or self._mentions_me(message):
-            return True
-        mode = await self.app.conversations.setting(key, "reply_mode")  # if a /replymode command set one
-        if mode in ("all", "mention"):
-            return mode == "all"
-        return bool(await self.app.conversations.setting(key, "roleplay", False))
+    async def _attach(self, file: discord.Attachment | None, incoming: Incoming) -> None:
+        """The card file for /char import, or why it could not be had (the size is checked before downloading)."""
+        if file is None:
+            return  # the command layer asks for a file
+        if file.size > MAX_ATTACHMENT_BYTES:
+            incoming.attachment_problem = AttachmentProblem(TOO_BIG, file.size, MAX_ATTACHMENT_BYTES)
+            return
+        try:
+            incoming.attachment = Attachment(file.filename, await file.read())
+        except (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.info("attachment %s: download failed: %s", file.filename, describe(exc))
+            incoming.attachment_problem = AttachmentProblem(DOWNLOAD_FAILED)
 
-    def _may_answer(self, message: discord.Message) -> bool:
-        if can_send(message.channel, message.guild.me if message.guild else None):
-            return True
-        log.info("channel %s: addressed, but the bot may not post there (Send Messages); ignored",
-                 message.channel.id)
-        return False
-
-    async def _attachment_of(self, message: discord.Message, text: str) -> tuple[str, bytes] | None:
-        """The first attachment, downloaded only for `/char import` typed with a file."""
-        parsed = parse_command(text)
-        if not message.attachments or parsed is None or parsed.name != "char":
-            return None
-        if first_arg(parsed.args)[0].lower() != "import":
-            return None
-        file = message.attachments[0]
-        if file.size > MAX_IMPORT_BYTES:
-            return None  # the command answers "attach a card"; the size is said by the slash version
-        return file.filename, await file.read()
-
-    async def _show_for_message(self, message: discord.Message, outputs: list, lang: str) -> None:
-        for output in outputs:
-            if isinstance(output, Reply):
+    async def _show_for_message(self, message: discord.Message, answer: Answer) -> None:
+        for output in answer.outputs:
+            if isinstance(output, Reply) and output.private and message.guild is not None:
+                await self._send_privately(message, output, answer.lang)
+            elif isinstance(output, Reply):
                 await reply_to_message(message, output)
-            else:
-                await self._speak(message.channel, output, lang, reference=message)
+            elif isinstance(output, (CharacterLine, ReplyStream)):
+                await self._speak(message.channel, output, answer.lang, reference=message)
+
+    async def _send_privately(self, message: discord.Message, reply: Reply, lang: str) -> None:
+        """An answer for the sender's eyes only (a sign-in link), typed in a server: by DM; where the member does
+        not take DMs from the server, the channel hears only that."""
+        try:
+            await send_to(message.author, reply)
+        except discord.HTTPException as exc:
+            log.info("channel %s: a private answer could not go to the sender (%s)", message.channel.id,
+                     describe(exc))
+            await reply_to_message(message, Reply(t("private_undeliverable", lang)))
 
     async def _speak(self, channel, output, lang: str, *, reference=None, interaction=None) -> None:
         """A character's line (greeting) or streamed reply, under its persona."""
-        persona = Persona(output.speaker, output.avatar)  # CharacterLine and TurnStream both carry these
+        persona = Persona(output.speaker, output.avatar)  # CharacterLine and ReplyStream both carry these
         target = await self.personas.target(channel, persona, reference=reference, interaction=interaction)
-        writer = PersonaWriter(target, lang)
+        surface = DiscordSurface(target, f"discord channel {getattr(channel, 'id', '?')}",
+                                 typing_in=channel if interaction is None else None)
+        painter = Painter(surface, lang)
         if isinstance(output, CharacterLine):
-            await writer.say(output.text)
+            await painter.say(output.text)
             return
         self._streams.add(output)
         try:
-            await writer.stream(output, typing_in=channel if interaction is None else None)
+            await painter.paint(output)
         finally:
             self._streams.discard(output)
 
     # ----- slash commands -----------------------------------------------------------------------------------
     async def slash(self, interaction: discord.Interaction, text: str, *, ephemeral: bool = False,
-                    admin: bool = False, attachment: discord.Attachment | None = None, roleplay: bool = False,
-                    defer: bool = True) -> None:
-        """One slash command: the permission check, the command layer, the answers.
+                    admin: bool = False, attachment: discord.Attachment | None = None, defer: bool = True) -> None:
+        """One slash command: the command layer and its answers.
 
-        Typed commands wait on the engine, so they are deferred at once with the visibility their answer needs.
-        A generic command's answer may be private or public, which Discord fixes at the defer, so it is answered
-        directly when it comes quickly and deferred only when it does not."""
-        key = channel_key(interaction.channel_id)
+        Typed commands wait on the engine, so they are deferred at once with the visibility their answer needs
+        (an admin command from someone else is not: its refusal comes at once). A generic command's answer may
+        be private or public, which Discord fixes at the defer, so it is answered directly when it comes quickly
+        and deferred only when it does not."""
         in_server = interaction.guild_id is not None
-        is_admin = self.is_admin(interaction.user, in_server, interaction.permissions)
-        if self.closing or (admin and not is_admin):
-            await self._refuse(interaction, key, "shutting_down" if self.closing else "not_admin")
+        locale = interaction.locale or interaction.guild_locale
+        incoming = Incoming(platform=PLATFORM, channel_id=str(interaction.channel_id),
+                            user_id=str(interaction.user.id), user_name=interaction.user.display_name, text=text,
+                            is_group=in_server, language_code=str(locale) if locale else None,
+                            is_bot_admin=self.is_bot_admin(interaction.user),
+                            chat_title=title_of(interaction.channel, interaction.guild, interaction.user))
+        if self.closing:
+            await self._refuse(interaction, incoming, "shutting_down")
             return
-        answer = InteractionAnswer(interaction)
-        if defer:
-            await answer.defer(ephemeral)
-        with self._tracked():
-            lang = await self.language(key, interaction.locale or interaction.guild_locale)
-            data = await self._download(attachment, answer, lang) if attachment else None
-            if attachment and data is None:
-                return
-            ctx = Context(key=key, user_id=str(interaction.user.id), user_name=interaction.user.display_name,
-                          is_admin=is_admin, lang=lang, is_group=in_server, attachment=data,
-                          is_bot_admin=self.is_bot_admin(interaction.user),
-                          chat_title=title_of(interaction.channel, interaction.guild, interaction.user))
-            handling = asyncio.ensure_future(self._handle_in_order(ctx, text))
-            if not defer and not (await asyncio.wait({handling}, timeout=QUICK_ANSWER))[0]:
+        arrival = self.commands.arrive(incoming)  # before any await: arrival order, flood control
+        try:
+            if arrival.needs_admin:
+                incoming.is_admin = self.is_admin(interaction.user, in_server, interaction.permissions)
+            answer = InteractionAnswer(interaction)
+            refused = admin and not incoming.is_admin  # the refusal is quick: answered directly
+            if defer and not refused:
                 await answer.defer(ephemeral)
-            outputs = await handling
-            if roleplay and in_server and succeeded(outputs):
-                await self.app.conversations.set_setting(key, "roleplay", True)
-            await self._show_for_interaction(interaction, answer, outputs, lang)
+            with self._tracked():
+                if arrival.wants_attachment:
+                    await self._attach(attachment, incoming)
+                handling = asyncio.ensure_future(self.commands.handle(incoming, arrival))
+                if not defer and not refused and not (await asyncio.wait({handling}, timeout=QUICK_ANSWER))[0]:
+                    await answer.defer(ephemeral)
+                await self._show_for_interaction(interaction, answer, await handling)
+        finally:
+            arrival.placed()
 
-    async def _refuse(self, interaction: discord.Interaction, key: ChannelKey, message_key: str) -> None:
-        lang = await self.language(key, interaction.locale)
-        log.info("channel %s: /%s refused for %s: %s", key, interaction.command.qualified_name
+    async def _refuse(self, interaction: discord.Interaction, incoming: Incoming, message_key: str) -> None:
+        lang = await self.commands.language(incoming)
+        log.info("channel %s: /%s refused for %s: %s", interaction.channel_id, interaction.command.qualified_name
                  if interaction.command else "?", interaction.user.id, message_key)
         await interaction.response.send_message(t(message_key, lang), ephemeral=True)
 
-    async def _download(self, attachment: discord.Attachment, answer: InteractionAnswer,
-                        lang: str) -> tuple[str, bytes] | None:
-        if attachment.size > MAX_IMPORT_BYTES:
-            await answer.send(t("file_too_big", lang, size=attachment.size >> 20, limit=MAX_IMPORT_BYTES >> 20))
-            return None
-        try:
-            return attachment.filename, await attachment.read()
-        except (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.info("attachment %s: download failed: %s", attachment.filename, describe(exc))
-            await answer.send(t("download_failed", lang))
-            return None
-
     async def _show_for_interaction(self, interaction: discord.Interaction, answer: InteractionAnswer,
-                                    outputs: list, lang: str) -> None:
+                                    result: Answer) -> None:
         channel = interaction.channel or self.client.get_partial_messageable(interaction.channel_id)
-        for output in outputs:
+        for output in result.outputs:
             if isinstance(output, Reply):
                 await answer.reply(output)
-            else:
+            elif isinstance(output, (CharacterLine, ReplyStream)):
                 await answer.release()  # the character's message replaces "thinking..."
-                await self._speak(channel, output, lang, interaction=interaction)
+                await self._speak(channel, output, result.lang, interaction=interaction)
         await answer.release()
 
     async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Every failed or unknown command gets a clear private answer; handled problems are one log line."""
         name = interaction.command.qualified_name if interaction.command else (interaction.data or {}).get("name")
-        lang = normalize_lang(str(interaction.locale), self.app.config.ui.lang)
+        lang = normalize_lang(str(interaction.locale), self.config.ui.lang)
         original = getattr(error, "original", None)
         if isinstance(error, app_commands.CommandNotFound):
             log.info("unknown command /%s (not in this bot's tree; Discord has an old command list)", error.name)

@@ -1,21 +1,17 @@
-"""Showing the command layer's outputs on Discord: a character's lines (streamed replies and greetings) through
-a persona target, and command answers as replies to a message or as interaction responses."""
+"""Showing the command layer's outputs on Discord: a character's lines (streamed replies and greetings) painted on a
+persona target, and command answers as replies to a message or as interaction responses."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import logging
-import time
 
 import discord
 
 from bot.adapters.discord.personas import NONE, Target
-from bot.adapters.streaming import Follower
-from bot.adapters.discord.text import split_message, t
+from bot.adapters.discord.text import LIMIT
+from bot.adapters.painter import Gone, Skipped, Surface, Undeliverable
+from bot.adapters.text import split_message
 from bot.commands import Reply
-from bot.conversations import TurnStream
-from bot.engine.scheduler import EngineError, GenerationCancelled
 
 log = logging.getLogger(__name__)
 
@@ -36,116 +32,67 @@ def refused_here(exc: BaseException) -> bool:
     return isinstance(exc, (discord.Forbidden, discord.NotFound))
 
 
-class PersonaWriter:
-    """A character's lines in one or more messages, each under 2000 characters.
+def failed(exc: discord.HTTPException, final: bool) -> Exception:
+    """A refused draft is skipped (the next one carries newer text); a refused final text ends the reply."""
+    return (Undeliverable if final else Skipped)(describe(exc))
 
-    While a reply streams it posts as soon as there is text, then edits at most every EDIT_INTERVAL seconds per
-    message (longer after slow or rate-limited edits); text past the limit continues in a new message. The final
-    edit comes only after the turn is committed."""
 
-    def __init__(self, target: Target, lang: str):
+class DiscordSurface(Surface):
+    """A character's lines in messages under 2000 characters, posted through a persona target (falling back, where
+    Discord refuses it, to the next way of posting), edited about once a second (less often after slow or
+    rate-limited edits: discord.py waits out 429s inside the call); a message handle is (message, target)."""
+
+    def __init__(self, target: Target, where: str, typing_in=None):
         self.target = target
-        self.lang = lang
-        self.posted: list[tuple[object, Target, str]] = []  # (message, where it went, chunk shown)
+        self.where = where
+        self.typing_in = typing_in
+        self.typing_every = TYPING_EVERY if typing_in is not None else 0.0
         self.interval = EDIT_INTERVAL
-        self.follower = Follower()
 
-    async def say(self, text: str) -> None:
-        """A line that is already complete (a greeting)."""
-        await self._show(text, final=True)
+    @property
+    def limit(self) -> int:
+        return self.target.limit
 
-    async def stream(self, stream: TurnStream, typing_in=None) -> None:
-        typing = asyncio.create_task(keep_typing(typing_in)) if typing_in is not None else None
-        try:
-            await self.follower.run(stream, self._flush_while_streaming)
-            final = await self._final_text(stream)
-        finally:
-            if typing:
-                typing.cancel()
-        await self._show(final, final=True)
-
-    async def _final_text(self, stream: TurnStream) -> str:
-        try:
-            result = await stream.result()
-        except GenerationCancelled:
-            return t("reply_cancelled", self.lang)
-        except EngineError:
-            return t("engine_error", self.lang)
-        return result.text
-
-    async def _flush_while_streaming(self) -> None:
-        while await self.follower.changed():
-            started = time.monotonic()
-            try:
-                await self._show(self.follower.latest, final=False)
-            except discord.HTTPException as exc:
-                log.info("streaming edit failed (%s); trying again later", describe(exc))
-            self._adapt_interval(time.monotonic() - started)
-            await self.follower.pause(self.interval)
-
-    def _adapt_interval(self, elapsed: float) -> None:
-        """discord.py waits out 429s inside the call: a slow edit means Discord wants fewer of them."""
-        if elapsed > self.interval:
-            self.interval = min(MAX_EDIT_INTERVAL, self.interval * 2)
-        else:
-            self.interval = max(EDIT_INTERVAL, self.interval / 2)
-
-    async def _show(self, text: str, *, final: bool) -> None:
-        chunks = split_message(text, self.target.limit)
-        if final and not chunks:
-            chunks = [t("empty_reply", self.lang)]  # Discord refuses empty messages
-        for index, chunk in enumerate(chunks):
-            if index < len(self.posted):
-                await self._edit(index, chunk, final)
-            else:
-                await self._post(index, chunk)
-        if final:
-            await self._drop_extra(len(chunks))
-
-    async def _post(self, index: int, chunk: str) -> None:
+    async def post(self, index: int, text: str, *, final: bool):
         while True:
             target = self.target
             try:
-                message = await target.post(target.render(index, chunk))
-                break
+                return await target.post(target.render(index, text)), target
             except discord.HTTPException as exc:
                 if target.fallback is None or not refused_here(exc):
-                    raise
+                    raise failed(exc, final) from None
                 log.info("cannot post here (%s); falling back", describe(exc))
                 target.refused(exc)
                 self.target = target.fallback
-        self.posted.append((message, target, chunk))
 
-    async def _edit(self, index: int, chunk: str, final: bool) -> None:
-        message, target, shown = self.posted[index]
-        if shown == chunk:
-            return
+    async def edit(self, handle, index: int, text: str, *, final: bool):
+        message, target = handle
         try:
-            await message.edit(content=target.render(index, chunk), allowed_mentions=NONE)
-        except discord.NotFound:
-            if not final:
-                raise
-            # deleted meanwhile (a moderator, a removed webhook): the final text still has to appear
-            message = await self.target.post(self.target.render(index, chunk))
-            target = self.target
-        self.posted[index] = (message, target, chunk)
+            await message.edit(content=target.render(index, text), allowed_mentions=NONE)
+        except discord.NotFound:  # deleted meanwhile (a moderator, a removed webhook)
+            raise Gone("the message was deleted") from None
+        except discord.HTTPException as exc:
+            raise failed(exc, final) from None
+        return handle
 
-    async def _drop_extra(self, keep: int) -> None:
-        """A final text shorter than what streamed (e.g. cancelled): remove the messages beyond it."""
-        for message, _, _ in self.posted[keep:]:
-            with contextlib.suppress(discord.HTTPException):
-                await message.delete()
-        del self.posted[keep:]
-
-
-async def keep_typing(channel) -> None:
-    """The typing indicator until cancelled; quietly nothing where the bot may not type."""
-    while True:
+    async def delete(self, handle) -> None:
         try:
-            await channel.typing()
-        except (discord.HTTPException, AttributeError):
-            return
-        await asyncio.sleep(TYPING_EVERY)
+            await handle[0].delete()
+        except discord.HTTPException as exc:
+            raise Skipped(describe(exc)) from None
+
+    async def typing(self) -> None:
+        try:
+            await self.typing_in.typing()
+        except (discord.HTTPException, AttributeError) as exc:  # quietly nothing where the bot may not type
+            raise Undeliverable(str(exc)) from None
+
+    def pace(self, took: float) -> float:
+        if took > self.interval:
+            self.interval = min(MAX_EDIT_INTERVAL, self.interval * 2)
+        else:
+            self.interval = max(EDIT_INTERVAL, self.interval / 2)
+        return self.interval
 
 
 def as_file(reply: Reply) -> discord.File | None:
@@ -157,12 +104,18 @@ def as_file(reply: Reply) -> discord.File | None:
 
 async def reply_to_message(message: discord.Message, reply: Reply) -> None:
     """A command's answer to a typed command: a reply to it, split under the limit, the file with the last."""
-    chunks = split_message(reply.text) or ([""] if reply.file else [])
+    await send_to(message.channel, reply, answering=message)
+
+
+async def send_to(where, reply: Reply, *, answering: discord.Message | None = None) -> None:
+    """A command's answer in a channel (or a member's DMs), split under the limit, the file with the last piece;
+    the first piece answers `answering` as a reply."""
+    chunks = split_message(reply.text, LIMIT) or ([""] if reply.file else [])
     for index, chunk in enumerate(chunks):
         file = as_file(reply) if index == len(chunks) - 1 else None
-        reference = message.to_reference(fail_if_not_exists=False) if index == 0 else None
-        await message.channel.send(chunk or None, file=file or discord.utils.MISSING, reference=reference,
-                                   allowed_mentions=NONE, mention_author=False)
+        reference = answering.to_reference(fail_if_not_exists=False) if answering and index == 0 else None
+        await where.send(chunk or None, file=file or discord.utils.MISSING, reference=reference,
+                         allowed_mentions=NONE, mention_author=False)
 
 
 class InteractionAnswer:
@@ -180,7 +133,7 @@ class InteractionAnswer:
         self.ephemeral, self.pending = ephemeral, True
 
     async def reply(self, reply: Reply) -> None:
-        chunks = split_message(reply.text) or ([""] if reply.file else [])
+        chunks = split_message(reply.text, LIMIT) or ([""] if reply.file else [])
         for index, chunk in enumerate(chunks):
             file = as_file(reply) if index == len(chunks) - 1 else None
             await self.send(chunk, ephemeral=reply.ephemeral, file=file)

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.app_commands import locale_str
 
-from bot.engine.params import PARAM_NAMES
+from bot.commands import GROUP, PARAM_NAMES, PRIVATE
 from bot.i18n import LANGS, MESSAGES, t
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ MAX_DESCRIPTION = 100
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 TYPED = {"char", "reset", "undo", "regen", "params", "help", "lang"}
 # Answers only the caller needs: deferred ephemerally, so they never clutter the channel.
-PRIVATE = {"help", "char list", "char show", "params show", "saves", "debug", "status", "suggest", "export"}
+CALLER_ONLY = {"help", "char list", "char show", "params show", "saves", "debug", "status", "suggest", "export"}
 
 # (English, Chinese) for the parts of the typed commands that bot.i18n does not describe.
 TEXTS = {
@@ -83,15 +83,16 @@ def build_tree(tree: app_commands.CommandTree, adapter: "DiscordAdapter") -> Non
     tree.add_command(char_group(adapter))
     tree.add_command(params_group(adapter))
     add_conversation_commands(tree, adapter)
-    for spec in adapter.app.commands.commands():
-        if spec.name not in TYPED:
+    for spec in adapter.commands.commands():
+        if spec.name not in TYPED and (PRIVATE in spec.places or GROUP in spec.places):  # not the terminal's own
             add_generic(tree, adapter, spec)
 
 
-def character_choices(adapter: "DiscordAdapter", current: str) -> list[app_commands.Choice[str]]:
-    """Names containing what was typed, those starting with it first; at most 25."""
+def character_choices(adapter: "DiscordAdapter", current: str, user_id: str = "") -> list[app_commands.Choice[str]]:
+    """Names the user can see (the shared library and their own cards) containing what was typed, those starting
+    with it first; at most 25."""
     typed = current.casefold().strip()
-    names = [n for n in adapter.app.library.names() if len(n) <= 100 and typed in n.casefold()]
+    names = [n for n in adapter.commands.character_names(f"discord:{user_id}" if user_id else None) if len(n) <= 100 and typed in n.casefold()]
     names.sort(key=lambda n: (not n.casefold().startswith(typed), n.casefold()))
     return [app_commands.Choice(name=n, value=n) for n in names[:MAX_CHOICES]]
 
@@ -101,7 +102,7 @@ def char_group(adapter: "DiscordAdapter") -> app_commands.Group:
 
     async def complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         try:
-            return character_choices(adapter, current)
+            return character_choices(adapter, current, str(interaction.user.id))
         except Exception as exc:  # an autocomplete error only shows the user an empty list: log, don't raise
             log.warning("character autocomplete failed: %s", exc)
             return []
@@ -112,7 +113,7 @@ def char_group(adapter: "DiscordAdapter") -> app_commands.Group:
     async def use(interaction: discord.Interaction, name: str,
                   greeting: Optional[app_commands.Range[int, 0, 1000]] = None) -> None:
         command = f"/char use {quoted(name)}" + (f" {greeting}" if greeting is not None else "")
-        await adapter.slash(interaction, command, roleplay=True)
+        await adapter.slash(interaction, command)
 
     @group.command(name="list", description=text("char_list"))
     async def list_(interaction: discord.Interaction) -> None:
@@ -127,7 +128,8 @@ def char_group(adapter: "DiscordAdapter") -> app_commands.Group:
     @group.command(name="import", description=text("char_import"))
     @app_commands.describe(file=text("char_import_file"))
     async def import_(interaction: discord.Interaction, file: discord.Attachment) -> None:
-        await adapter.slash(interaction, "/char import", admin=True, attachment=file, ephemeral=True)
+        # Who may import is the command layer's rule (bot admins; anyone where own cards are allowed).
+        await adapter.slash(interaction, "/char import", attachment=file, ephemeral=True)
 
     return group
 
@@ -185,10 +187,13 @@ def add_generic(tree: app_commands.CommandTree, adapter: "DiscordAdapter", spec)
     name, admin = spec.name, spec.admin
 
     async def callback(interaction: discord.Interaction, args: Optional[str] = None) -> None:
-        await adapter.slash(interaction, f"/{name} {args or ''}".strip(), admin=admin, ephemeral=name in PRIVATE,
+        await adapter.slash(interaction, f"/{name} {args or ''}".strip(), admin=admin, ephemeral=name in CALLER_ONLY,
                             defer=False)
 
     usage = locale_str(spec.usage[:MAX_DESCRIPTION]) if spec.usage else text("args")
     callback = app_commands.describe(args=usage)(callback)
     description = help_text(spec.help_key, fallback=spec.usage or name)
-    tree.add_command(app_commands.Command(name=name, description=description, callback=callback))
+    slash_command = app_commands.Command(name=name, description=description, callback=callback)
+    if PRIVATE not in spec.places:  # e.g. /replymode: servers only, not offered in DMs
+        slash_command = app_commands.guild_only(slash_command)
+    tree.add_command(slash_command)

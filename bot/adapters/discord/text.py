@@ -1,5 +1,5 @@
-"""Text for Discord: splitting under the 2000-character limit, a user's message as the model should read it,
-and the few strings only this adapter says."""
+"""Text for Discord: the 2000-character limit, a user's message as the model should read it, and the few strings
+only this adapter says."""
 from __future__ import annotations
 
 import re
@@ -8,45 +8,10 @@ from bot.i18n import t as core_t
 
 LIMIT = 2000  # Discord's content limit per message
 
-# Sentence ends: Latin punctuation before a space (or the end), CJK punctuation anywhere.
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*_]*(?=\s)|[。！？…][」』”’）]*")
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>")
 _WEBHOOK_BANNED = re.compile(r"discord|clyde", re.IGNORECASE)
-
-
-def split_message(text: str, limit: int = LIMIT) -> list[str]:
-    """Chunks of at most `limit` characters, cut at a paragraph, else a line, a sentence, a space.
-
-    The cut of a chunk depends only on the text up to `limit + 1` characters past its start, so while a reply
-    grows, chunks already followed by more text never change: streamed messages before the last stay final."""
-    chunks: list[str] = []
-    text = text.strip()
-    while len(text) > limit:
-        cut = _best_cut(text, limit)
-        head = text[:cut].rstrip()
-        if head:
-            chunks.append(head)
-        text = text[cut:].lstrip()
-    if text:
-        chunks.append(text)
-    return chunks
-
-
-def _best_cut(text: str, limit: int) -> int:
-    """Where to end the first chunk: the latest good boundary in the second half of the window."""
-    window = text[: limit + 1]  # a boundary right after the limit still lets the chunk end at the limit
-    half = limit // 2
-    for separator in ("\n\n", "\n"):
-        at = window.rfind(separator, half, limit + 1)
-        if at >= half:
-            return at
-    sentence_ends = [m.end() for m in _SENTENCE_END.finditer(window, half) if m.end() <= limit]
-    if sentence_ends:
-        return sentence_ends[-1]
-    at = max(window.rfind(" ", half, limit + 1), window.rfind("\t", half, limit + 1))
-    return at if at >= half else limit
 
 
 def readable_text(content: str, *, bot_id: int, bot_role_id: int | None, names: dict[int, str],
@@ -85,9 +50,6 @@ MESSAGES: dict[str, dict[str, str]] = {
     "bad_option": {"en": "That value is not valid for {option}.", "zh": "{option} 的值无效。"},
     "cannot_post": {"en": "I can't post in this channel: I need the {permission} permission here.",
                     "zh": "我无法在此频道发言：需要“{permission}”权限。"},
-    "file_too_big": {"en": "That file is {size} MiB; the limit is {limit} MiB.", "zh": "文件大小为 {size} MiB，上限为 {limit} MiB。"},
-    "download_failed": {"en": "I couldn't download that attachment; please send it again.",
-                        "zh": "无法下载该附件，请重新发送。"},
     "done": {"en": "Done.", "zh": "完成。"},
 }
 

@@ -1,8 +1,8 @@
 """The Telegram adapter: a python-telegram-bot 22 `Application` polling for updates, one channel per private chat,
 group and forum topic, replies streamed by editing messages.
 
-Adapters hold no model logic: a message becomes a `Context` and text for `Commands.handle`, and its outputs are
-rendered. PTB hands each update to `_on_message`, which only reads it and starts a task; so one slow chat never
+Adapters hold no model logic: a message becomes an `Incoming` for `Commands.handle`, and the answer's outputs are
+shown. PTB hands each update to `_on_message`, which only reads it and starts a task; so one slow chat never
 holds up another, and PTB's own dispatch can stay sequential, which keeps each chat's arrival order exact.
 """
 from __future__ import annotations
@@ -11,24 +11,21 @@ import asyncio
 import logging
 import re
 
-from telegram import BotCommand, ChatMember, Update
+from telegram import BotCommand, BotCommandScopeAllGroupChats, ChatMember, Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseHandler, ChatMemberHandler, \
     ContextTypes, MessageHandler, filters
 
-from bot.commands import CharacterLine, Context, Reply
-from bot.commands.base import Output
-from bot.conversations import TurnStream
-from bot.i18n import t
-
+from bot.adapters.painter import Painter
 from bot.adapters.telegram import ptb_logs
 from bot.adapters.telegram.admins import AdminCheck
-from bot.adapters.telegram.incoming import Incoming, Target, read_message
-from bot.commands.ordering import ArrivalOrder, Ticket
+from bot.adapters.telegram.incoming import TelegramMessage, Target, read_message
 from bot.adapters.telegram.outgoing import DeliveryFailed, Pacer, Sender, brief
-from bot.commands.replymode import ALL, reply_mode
-from bot.adapters.telegram.streaming import TurnRenderer
+from bot.adapters.telegram.surface import TelegramSurface
 from bot.adapters.telegram.text import MAX_MESSAGE_CHARS
+from bot.commands import (DOWNLOAD_FAILED, GROUP, PRIVATE, TOO_BIG, Answer, Arrival, Attachment, AttachmentProblem,
+                          CharacterLine, Output, Reply, ReplyStream)
+from bot.i18n import t
 
 log = logging.getLogger(__name__)
 ptb_logs.install()
@@ -36,6 +33,8 @@ ptb_logs.install()
 COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")  # what setMyCommands accepts
 MAX_MENU_COMMANDS = 100
 MENU_LANGUAGES = (("en", None), ("zh", "zh"))  # (our language, Telegram language_code; None = everyone else)
+# (where, the menu's scope): private chats get the default menu, groups their own (with /replymode).
+MENU_SCOPES = ((PRIVATE, None), (GROUP, BotCommandScopeAllGroupChats()))
 START_RETRY_MAX = 60.0
 CUT_OFF_SECONDS = 5.0  # after the shutdown wait: time for cut-off replies to say so
 # Bot API timeouts (s). The pool wait is long: under load a request waiting for a free connection is better than
@@ -45,19 +44,19 @@ CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT, POOL_TIMEOUT = 10.0, 10.0, 20.0, 3
 
 class TelegramAdapter:
     def __init__(self, app, *, message_limit: int = MAX_MESSAGE_CHARS):
-        self.app = app
+        self.commands = app.commands
+        self.config = app.config
         self.settings = app.config.telegram
         self.pacer = Pacer(self.settings.edit_interval, self.settings.requests_per_second)
         self.application = self._build_application()
         self.sender = Sender(self.application.bot, self.pacer, message_limit=message_limit)
         self.admins = AdminCheck(self.application.bot, self.settings.admin_ids)
-        self.order = ArrivalOrder()
         self.ready = asyncio.Event()  # polling has started
         self.messages_done = 0  # messages fully handled: answered (reply final), refused or ignored
         self.bot_id = 0
         self.bot_username = ""
         self._tasks: set[asyncio.Task] = set()
-        self._streams: set[TurnStream] = set()
+        self._streams: set[ReplyStream] = set()
         self._cutting_off = False
 
     # ----- set-up -----------------------------------------------------------------------------------------
@@ -142,7 +141,7 @@ class TelegramAdapter:
 
     async def _stop(self) -> None:
         await self._close_quietly(stop_polling_only=True)
-        await self._finish_replies(self.app.config.limits.shutdown_seconds)
+        await self._finish_replies(self.config.limits.shutdown_seconds)
         await self._close_quietly()
         log.info("telegram: stopped")
 
@@ -175,110 +174,110 @@ class TelegramAdapter:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _publish_commands(self) -> None:
-        """The command menu: English by default, Chinese for users whose Telegram is in Chinese."""
+        """The command menus: English by default, Chinese for users whose Telegram is in Chinese; private chats
+        and groups each get the commands offered there."""
         for lang, language_code in MENU_LANGUAGES:
-            menu = [BotCommand(spec.name, describe_command(spec, lang)) for spec in self.app.commands.commands()
-                    if COMMAND_NAME.fullmatch(spec.name)][:MAX_MENU_COMMANDS]
-            try:
-                await self.sender.call("setMyCommands", lambda: self.application.bot.set_my_commands(
-                    menu, language_code=language_code))
-            except DeliveryFailed as exc:  # the bot works without a menu
-                log.warning("telegram: command menu (%s) not set: %s", lang, exc)
+            for place, scope in MENU_SCOPES:
+                menu = [BotCommand(spec.name, describe_command(spec, lang)) for spec in self.commands.commands(place)
+                        if COMMAND_NAME.fullmatch(spec.name)][:MAX_MENU_COMMANDS]
+                try:
+                    await self.sender.call("setMyCommands", lambda: self.application.bot.set_my_commands(
+                        menu, scope=scope, language_code=language_code))
+                except DeliveryFailed as exc:  # the bot works without a menu
+                    log.warning("telegram: command menu (%s, %s) not set: %s", lang, place, exc)
 
     # ----- updates ----------------------------------------------------------------------------------------
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        incoming = read_message(update.message, self.bot_id, self.bot_username)
-        if incoming is None:
+        message = read_message(update.message, self.bot_id, self.bot_username)
+        if message is None:
             self.messages_done += 1
             return
-        ticket = self.order.ticket(incoming.key)  # before any await: tickets follow arrival
-        task = asyncio.create_task(self._serve(incoming, ticket))
+        # The owner's configured ids are the bot's admins (the shared library); an anonymous group admin is not.
+        message.incoming.is_bot_admin = not message.sent_as_chat and message.user_id in self.admins.admin_ids
+        arrival = self.commands.arrive(message.incoming)  # before any await: arrival order, flood control
+        task = asyncio.create_task(self._serve(message, arrival))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, incoming: Incoming, ticket: Ticket) -> None:
+    async def _serve(self, message: TelegramMessage, arrival: Arrival) -> None:
         """One message, from arrival to its final reply. Handled problems are one log line; a traceback is a bug."""
         try:
-            outputs, lang = await self._dispatch(incoming, ticket)
-            for output in outputs:
-                await self._render(output, incoming.target, lang)
+            answer = await self._answer(message, arrival)
+            for output in answer.outputs:
+                await self._render(output, message, answer.lang)
         except DeliveryFailed as exc:
             log.warning("telegram chat %s: answer not delivered: %s (the conversation is kept)",
-                        incoming.target.chat_id, exc)
+                        message.target.chat_id, exc)
         except Exception:
-            log.exception("telegram channel %s: failed to handle a message", incoming.key)
+            log.exception("telegram chat %s: failed to handle a message", message.target.chat_id)
         finally:
-            ticket.placed()
+            arrival.placed()
             self.messages_done += 1
 
-    async def _dispatch(self, incoming: Incoming, ticket: Ticket) -> tuple[list[Output], str]:
-        """The message's Context, then the command layer, called in the channel's arrival order."""
-        conversations, commands = self.app.conversations, self.app.commands
-        if not incoming.addressed and await reply_mode(conversations, incoming.key) != ALL:
-            return [], ""
-        lang = await commands.lang_for(incoming.key, incoming.language_code, self.app.config.ui.lang)
-        is_admin = await self.admins.is_admin(incoming) if incoming.command else not incoming.is_group
-        is_bot_admin = not incoming.sent_as_chat and incoming.user_id in self.admins.admin_ids
-        attachment = None
-        if incoming.imports_card and (is_bot_admin or self.app.library.user_imports):
-            attachment, refusal = await self._fetch_card(incoming, lang)  # the others: a refusal, no download
-            if refusal is not None:
-                return [refusal], lang
-        ctx = Context(key=incoming.key, user_id=str(incoming.user_id), user_name=incoming.user_name,
-                      is_admin=is_admin, lang=lang, is_group=incoming.is_group, attachment=attachment,
-                      is_bot_admin=is_bot_admin,
-                      chat_title=incoming.chat_title)
-        await ticket.wait_turn()
-        handling = asyncio.ensure_future(commands.handle(ctx, incoming.text))
-        # One loop step lets `handle` run up to the core's channel queue (a turn queues there before its first
-        # await); only then may the channel's next message go. Waiting for `handle` to return instead would hold
-        # the next message back until this turn started, and the core could not see (and refuse) a flood.
-        await asyncio.sleep(0)
-        ticket.placed()
-        return await handling, lang
+    async def _answer(self, message: TelegramMessage, arrival: Arrival) -> Answer:
+        """What Telegram must be asked first (only what the arrival says matters), then the command layer."""
+        incoming = message.incoming
+        if arrival.needs_admin:
+            incoming.is_admin = await self.admins.is_admin(message)
+        if arrival.wants_attachment:  # an admin's /char import: non-admins' files are never downloaded
+            await self._fetch_card(message)
+        return await self.commands.handle(incoming, arrival)
 
-    async def _fetch_card(self, incoming: Incoming, lang: str) -> tuple[tuple[str, bytes] | None, Reply | None]:
-        """The document for /char import: (attachment, None), or (None, a refusal). Sizes are checked before the
-        download, from what Telegram says about the file, and again after it."""
-        document = incoming.document
+    async def _fetch_card(self, message: TelegramMessage) -> None:
+        """The document for /char import, or why it could not be had. Sizes are checked before the download,
+        from what Telegram says about the file, and again after it."""
+        document, incoming = message.document, message.incoming
         if document is None:
-            return None, None  # the command layer asks for a file
+            return  # the command layer asks for a file
         limit = self.settings.max_card_bytes
         if document.file_size and document.file_size > limit:
-            return None, self._card_refusal(lang, f"the file is {size_text(document.file_size)}; "
-                                                  f"the limit is {size_text(limit)}")
+            incoming.attachment_problem = AttachmentProblem(TOO_BIG, document.file_size, limit)
+            return
         try:
             file = await self.sender.call("getFile", document.get_file)
             data = bytes(await self.sender.call("download", file.download_as_bytearray))
         except DeliveryFailed as exc:
-            log.warning("telegram chat %s: card download failed: %s", incoming.target.chat_id, exc)
-            return None, self._card_refusal(lang, "the file could not be downloaded from Telegram; send it again")
+            log.warning("telegram chat %s: card download failed: %s", message.target.chat_id, exc)
+            incoming.attachment_problem = AttachmentProblem(DOWNLOAD_FAILED)
+            return
         if len(data) > limit:
-            return None, self._card_refusal(lang, f"the file is {size_text(len(data))}; the limit is {size_text(limit)}")
-        return (document.file_name or "card", data), None
+            incoming.attachment_problem = AttachmentProblem(TOO_BIG, len(data), limit)
+            return
+        incoming.attachment = Attachment(document.file_name or "card", data)
 
-    @staticmethod
-    def _card_refusal(lang: str, problem: str) -> Reply:
-        log.info("telegram: /char import refused: %s", problem)
-        return Reply(t("card_error", lang, problem=problem), ephemeral=True)
-
-    async def _render(self, output: Output, target: Target, lang: str) -> None:
-        if isinstance(output, TurnStream):
+    async def _render(self, output: Output, message: TelegramMessage, lang: str) -> None:
+        target = message.target
+        if isinstance(output, ReplyStream):
             await self._render_stream(output, target, lang)
+        elif isinstance(output, Reply) and output.private and target.is_group:
+            await self._send_privately(message, output, lang)
         elif isinstance(output, Reply):
-            if output.file:
-                await self.sender.send_file(target, output.file[0], output.file[1], output.text)
-            else:
-                await self.sender.send_long(target, output.text)
+            await self._send_reply(target, output)
         elif isinstance(output, CharacterLine):
-            await self.sender.send_long(target, output.text)
+            await Painter(TelegramSurface(self.sender, target), lang).say(output.text)
 
-    async def _render_stream(self, stream: TurnStream, target: Target, lang: str) -> None:
+    async def _send_reply(self, target: Target, reply: Reply) -> None:
+        if reply.file:
+            await self.sender.send_file(target, reply.file[0], reply.file[1], reply.text)
+        else:
+            await self.sender.send_long(target, reply.text)
+
+    async def _send_privately(self, message: TelegramMessage, reply: Reply, lang: str) -> None:
+        """An answer for the sender's eyes only (a sign-in link), in their private chat with the bot; where Telegram
+        will not deliver it there (they never started the bot), the group hears only that."""
+        try:
+            await self._send_reply(Target(message.user_id, None, None, False), reply)
+        except DeliveryFailed as exc:
+            log.info("telegram chat %s: a private answer could not go to the sender (%s)", message.target.chat_id,
+                     exc)
+            await self.sender.send_long(message.target, t("private_undeliverable", lang))
+
+    async def _render_stream(self, stream: ReplyStream, target: Target, lang: str) -> None:
         self._streams.add(stream)
         if self._cutting_off:  # a turn that got its start during the shutdown's cut-off
             stream.cancel()
         try:
-            await TurnRenderer(self.sender, target, lang).render(stream)
+            await Painter(TelegramSurface(self.sender, target), lang).paint(stream)
         finally:
             self._streams.discard(stream)
 
@@ -320,7 +319,3 @@ def file_url_for(base_url: str) -> str:
     """The file URL of a Bot API server given as `.../bot` (as Telegram's own and self-hosted servers lay out)."""
     root = base_url.rstrip("/")
     return root[: -len("bot")] + "file/bot" if root.endswith("/bot") else root + "/file/bot"
-
-
-def size_text(size: int) -> str:
-    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size} bytes"

@@ -9,7 +9,7 @@ import time
 from telegram import Bot, ChatMember
 from telegram.error import TelegramError
 
-from bot.adapters.telegram.incoming import Incoming
+from bot.adapters.telegram.incoming import TelegramMessage
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,10 @@ class AdminCheck:
         self.admin_ids = frozenset(admin_ids)
         self._known: collections.OrderedDict[tuple[int, int], tuple[bool, float]] = collections.OrderedDict()
 
-    async def is_admin(self, incoming: Incoming) -> bool:
-        if not incoming.is_group or incoming.sent_as_chat or incoming.user_id in self.admin_ids:
+    async def is_admin(self, message: TelegramMessage) -> bool:
+        if not message.target.is_group or message.sent_as_chat or message.user_id in self.admin_ids:
             return True
-        key = (incoming.target.chat_id, incoming.user_id)
+        key = (message.target.chat_id, message.user_id)
         known = self._known.get(key)
         if known is not None and known[1] > time.monotonic():
             return known[0]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from telegram import Document, Message, MessageEntity
 
-from bot.commands.base import REGISTRY, ParsedCommand, parse_command
-from bot.conversations import ChannelKey
+from bot.commands import Incoming, ParsedCommand
+from bot.commands.base import REGISTRY
 
 from bot.adapters.telegram.text import strip_mention
 
@@ -26,30 +26,17 @@ class Target:
 
 
 @dataclass
-class Incoming:
-    key: ChannelKey
+class TelegramMessage:
+    """A message as the adapter keeps it: the platform-neutral Incoming, and what only Telegram needs."""
+    incoming: Incoming
     target: Target
     user_id: int
-    user_name: str  # the speaker's display name, as the model reads it in group turns
-    language_code: str | None
-    text: str  # what is said (the bot's @mention removed) or the command as written
-    command: ParsedCommand | None
-    addressed: bool  # a private chat, a command, an @mention or a reply to the bot
     sent_as_chat: bool  # an anonymous group admin, writing as the group itself
     document: Document | None  # sent with the message or in the message it replies to (/char import)
     chat_title: str = ""  # the group's title, or the private chat's person (the admin page lists it)
 
-    @property
-    def is_group(self) -> bool:
-        return self.target.is_group
 
-    @property
-    def imports_card(self) -> bool:
-        return (self.command is not None and self.command.name == "char"
-                and self.command.args.split(maxsplit=1)[:1] == ["import"])
-
-
-def read_message(message: Message, bot_id: int, bot_username: str) -> Incoming | None:
+def read_message(message: Message, bot_id: int, bot_username: str) -> TelegramMessage | None:
     """The message as the bot sees it; None when it is not for the bot at all (no text, another bot wrote it, a
     command for another bot, an unknown command in a group that did not name this bot)."""
     raw = message.text or message.caption or ""
@@ -61,24 +48,23 @@ def read_message(message: Message, bot_id: int, bot_username: str) -> Incoming |
     if user.is_bot and not sent_as_chat:  # other bots (and our own echoes) never start a turn: no bot loops
         return None
     is_group = chat.type != "private"
-    command = parse_command(raw)
+    thread_id = message.message_thread_id if message.is_topic_message else None
+    reply = message.reply_to_message
+    incoming = Incoming(
+        platform=PLATFORM, channel_id=f"{chat.id}:{thread_id}" if thread_id else str(chat.id), user_id=str(user.id),
+        user_name=(message.sender_chat.title or "Admin") if sent_as_chat else user.full_name, text=raw,
+        message_id=str(message.message_id), is_group=is_group, language_code=user.language_code,
+        reply_to=str(reply.message_id) if reply is not None else "", chat_title=chat.effective_name or "")
+    command = incoming.command
     replied_to_bot = _replies_to(message, bot_id)
     if command is not None and not _command_is_ours(command, bot_username, is_group, replied_to_bot):
         return None
-    thread_id = message.message_thread_id if message.is_topic_message else None
-    key = ChannelKey(PLATFORM, f"{chat.id}:{thread_id}" if thread_id else str(chat.id))
-    target = Target(chat.id, thread_id, message.message_id if is_group else None, is_group)
-    mentioned = _mentions(message, bot_id, bot_username)
-    text = raw if command is not None else strip_mention(raw, bot_username)
-    reply = message.reply_to_message
-    return Incoming(
-        key=key, target=target, user_id=user.id,
-        user_name=(message.sender_chat.title or "Admin") if sent_as_chat else user.full_name,
-        language_code=user.language_code, text=text, command=command,
-        addressed=not is_group or command is not None or mentioned or replied_to_bot,
-        sent_as_chat=sent_as_chat,
-        document=message.document or (reply.document if reply is not None else None),
-        chat_title=chat.effective_name or "")
+    if command is None:
+        incoming.text = strip_mention(raw, bot_username)
+    incoming.addressed = (not is_group or command is not None or replied_to_bot
+                          or _mentions(message, bot_id, bot_username))
+    return TelegramMessage(incoming, Target(chat.id, thread_id, message.message_id if is_group else None, is_group),
+                           user.id, sent_as_chat, message.document or (reply.document if reply is not None else None))
 
 
 def _command_is_ours(command: ParsedCommand, bot_username: str, is_group: bool, replied_to_bot: bool) -> bool:

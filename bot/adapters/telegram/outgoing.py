@@ -19,8 +19,10 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
 
+from bot.adapters.painter import Gone, Skipped, Undeliverable
 from bot.adapters.telegram.incoming import Target
-from bot.adapters.telegram.text import MAX_CAPTION_CHARS, MAX_MESSAGE_CHARS, split_message
+from bot.adapters.telegram.text import MAX_CAPTION_CHARS, MAX_MESSAGE_CHARS
+from bot.adapters.text import split_message
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +33,15 @@ RETRY_AFTER_RETRIES = 5
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)  # model text with a URL in it should not grow a preview card
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(Undeliverable):
     """Telegram refused the call for good (bot removed or blocked, chat or message gone, bad request)."""
 
 
-class DeliveryDeferred(Exception):
+class DeliveryDeferred(Skipped):
     """An impatient call hit a rate limit or a network error; try again later with newer content."""
 
 
-class MessageGone(DeliveryFailed):
+class MessageGone(DeliveryFailed, Gone):
     """The message to edit no longer exists (deleted by someone)."""
 
 

@@ -1,0 +1,50 @@
+"""Where a Telegram reply is painted: plain-text messages sent and edited through the `Sender`, at the `Pacer`'s
+pace, with a typing action every few seconds (in groups only until the first words show: every call into a group
+counts against its ~20 per minute)."""
+from __future__ import annotations
+
+import contextlib
+
+from bot.adapters.painter import Surface
+from bot.adapters.telegram.incoming import Target
+from bot.adapters.telegram.outgoing import Sender
+
+TYPING_EVERY = 4.0  # Telegram shows "typing" for 5 s
+
+
+class TelegramSurface(Surface):
+    typing_every = TYPING_EVERY
+
+    def __init__(self, sender: Sender, target: Target):
+        self.sender = sender
+        self.target = target
+        self.where = f"telegram chat {target.chat_id}"
+        self.typing_until_shown = target.is_group
+
+    @property
+    def limit(self) -> int:
+        return self.sender.message_limit
+
+    async def post(self, index: int, text: str, *, final: bool) -> int:
+        return await self.sender.send_text(self.target, text, quote=index == 0)
+
+    async def edit(self, message: int, index: int, text: str, *, final: bool) -> int:
+        await self.sender.edit_text(self.target, message, text, patient=final)
+        return message
+
+    async def delete(self, message: int) -> None:
+        await self.sender.delete(self.target, message)
+
+    async def typing(self) -> None:
+        await self.sender.typing(self.target)
+
+    def pace(self, took: float) -> float:
+        return self.sender.pacer.interval()
+
+    @contextlib.contextmanager
+    def streaming(self):
+        self.sender.pacer.streaming += 1
+        try:
+            yield
+        finally:
+            self.sender.pacer.streaming -= 1

@@ -1,0 +1,256 @@
+"""The boundary between the platforms and the bot: plain, serialisable data in both directions.
+
+An adapter turns a platform event into an `Incoming` and calls `Commands.handle`; what comes back is an `Answer`:
+whether the bot answers at all, the language, and the outputs to show (`Reply`, `CharacterLine`, `ReplyStream`,
+`Goodbye`). A `ReplyStream` yields plain events: `Partial` (the text so far, newest only) and one `Final` (the
+committed text, or why the reply stopped). Every type round-trips through `to_dict()`/`from_dict()` into JSON-safe
+data (bytes as base64), so a message broker can sit on exactly this line, with platform front-ends and GPU workers
+in different processes.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import AsyncIterable, AsyncIterator, Callable, Union
+
+from bot.commands.parsing import ParsedCommand, parse_command
+
+TERMINAL = "terminal"  # the owner's own terminal: every command is theirs, no flood control, local files
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+# ----- in ------------------------------------------------------------------------------------------------------
+@dataclass
+class Attachment:
+    """A file sent with the message (for `/char import`)."""
+    filename: str
+    data: bytes
+
+    def to_dict(self) -> dict:
+        return {"filename": self.filename, "data": _b64(self.data)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Attachment":
+        return cls(data["filename"], _unb64(data["data"]))
+
+
+# Why a wanted attachment did not come with the message; `Commands.handle` words the refusal.
+TOO_BIG, DOWNLOAD_FAILED, NOT_FOUND, UNREADABLE = "too_big", "download_failed", "not_found", "unreadable"
+
+
+@dataclass
+class AttachmentProblem:
+    kind: str  # TOO_BIG (size, limit) | DOWNLOAD_FAILED | NOT_FOUND (detail: the path) | UNREADABLE (detail)
+    size: int = 0
+    limit: int = 0
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "size": self.size, "limit": self.limit, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AttachmentProblem":
+        return cls(data["kind"], data.get("size", 0), data.get("limit", 0), data.get("detail", ""))
+
+
+@dataclass
+class Incoming:
+    """One message as the bot needs it, whatever platform it came from.
+
+    `is_admin` is asked of the platform only when `needs_admin(incoming)` says the answer depends on it (None:
+    not asked; counts as not an admin), and the attachment is fetched only when `wants_attachment(incoming)`."""
+    platform: str  # "telegram", "discord", "terminal", ...
+    channel_id: str  # the conversation within the platform (a chat, a forum topic, a channel or thread)
+    user_id: str
+    user_name: str  # the speaker's display name, as the model reads it in group turns
+    text: str  # what was said (the bot's own @mention removed), or the command as written
+    message_id: str = ""  # the platform's id of this message ("" where there is none: a slash command)
+    is_group: bool = False  # a group chat or a server channel (several people), not a private chat
+    addressed: bool = True  # for the bot for sure: a private chat, a mention, a reply to the bot, a command
+    is_admin: bool | None = None
+    is_bot_admin: bool = False  # one of the ids/roles the owner configured (the shared library); no platform call
+    language_code: str | None = None  # the user's (or server's) platform language, e.g. "zh-hans"
+    attachment: Attachment | None = None
+    attachment_problem: AttachmentProblem | None = None
+    reply_to: str = ""  # the id of the message this one answers ("" when none)
+    chat_title: str = ""  # the server/channel or chat title as the platform shows it ("" = unknown)
+    surface: str = ""  # where it was said when not on the platform itself ("dashboard"), for the audit log
+    _parsed: tuple[str, ParsedCommand | None] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def command(self) -> ParsedCommand | None:
+        """The command in `text` (None for plain chat), parsed once per text."""
+        if self._parsed is None or self._parsed[0] != self.text:
+            self._parsed = (self.text, parse_command(self.text))
+        return self._parsed[1]
+
+    def to_dict(self) -> dict:
+        return {"platform": self.platform, "channel_id": self.channel_id, "user_id": self.user_id,
+                "user_name": self.user_name, "text": self.text, "message_id": self.message_id,
+                "is_group": self.is_group, "addressed": self.addressed, "is_admin": self.is_admin,
+                "is_bot_admin": self.is_bot_admin, "language_code": self.language_code,
+                "attachment": self.attachment.to_dict() if self.attachment else None,
+                "attachment_problem": self.attachment_problem.to_dict() if self.attachment_problem else None,
+                "reply_to": self.reply_to, "chat_title": self.chat_title, "surface": self.surface}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Incoming":
+        values = dict(data)
+        values["attachment"] = Attachment.from_dict(data["attachment"]) if data.get("attachment") else None
+        values["attachment_problem"] = (AttachmentProblem.from_dict(data["attachment_problem"])
+                                        if data.get("attachment_problem") else None)
+        return cls(**values)
+
+
+# ----- out -----------------------------------------------------------------------------------------------------
+@dataclass
+class Reply:
+    """A command's answer, said by the bot."""
+    text: str
+    ephemeral: bool = False  # only the caller needs it (Discord)
+    file: tuple[str, bytes] | None = None  # (filename, data) to attach
+    private: bool = False  # for the caller's eyes only, even in a group: never posted where others read
+
+    def to_dict(self) -> dict:
+        return {"type": "reply", "text": self.text, "ephemeral": self.ephemeral,
+                "file": {"filename": self.file[0], "data": _b64(self.file[1])} if self.file else None,
+                "private": self.private}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Reply":
+        file = data.get("file")
+        return cls(data["text"], data.get("ephemeral", False),
+                   (file["filename"], _unb64(file["data"])) if file else None, data.get("private", False))
+
+
+@dataclass
+class CharacterLine:
+    """Something the character says that is not generated now (its greeting)."""
+    speaker: str
+    text: str
+    avatar: bytes | None = None
+
+    def to_dict(self) -> dict:
+        return {"type": "character_line", "speaker": self.speaker, "text": self.text, "avatar": _b64(self.avatar)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CharacterLine":
+        return cls(data["speaker"], data["text"], _unb64(data.get("avatar")))
+
+
+@dataclass
+class Goodbye:
+    """The user ended the session (the terminal's /quit): say `text`, then stop reading."""
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"type": "goodbye", "text": self.text}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Goodbye":
+        return cls(data["text"])
+
+
+# How a streamed reply ended (`Final.outcome`).
+DONE, EMPTY, CANCELLED, ENGINE_ERROR = "done", "empty", "cancelled", "engine_error"
+OUTCOMES = (DONE, EMPTY, CANCELLED, ENGINE_ERROR)
+
+
+@dataclass
+class Partial:
+    """The reply so far (the whole text; intermediate versions may be skipped)."""
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"type": "partial", "text": self.text}
+
+
+@dataclass
+class Final:
+    """The last event of a stream. DONE: `text` is committed to the conversation; EMPTY: committed, but the
+    character said nothing; CANCELLED / ENGINE_ERROR: nothing was committed and `text` is what was written so far."""
+    text: str
+    outcome: str
+
+    def to_dict(self) -> dict:
+        return {"type": "final", "text": self.text, "outcome": self.outcome}
+
+
+StreamEvent = Union[Partial, Final]
+
+
+def event_from_dict(data: dict) -> StreamEvent:
+    if data["type"] == "partial":
+        return Partial(data["text"])
+    if data["type"] == "final" and data["outcome"] in OUTCOMES:
+        return Final(data["text"], data["outcome"])
+    raise ValueError(f"not a stream event: {data.get('type')!r}")
+
+
+class ReplyStream:
+    """A reply being generated, spoken by `speaker`: iterate for its events (Partial..., then one Final), once.
+
+    Its header (speaker, avatar) serialises like the other outputs; the events travel one by one after it
+    (`from_dict` takes them back as any async iterable, and where cancelling goes)."""
+
+    def __init__(self, speaker: str, avatar: bytes | None, events: AsyncIterable[StreamEvent],
+                 cancel: Callable[[], None] | None = None):
+        self.speaker = speaker
+        self.avatar = avatar
+        self._events = events
+        self._cancel = cancel
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._events.__aiter__()
+
+    def cancel(self) -> None:
+        """Stop generating; the stream still ends with a Final (CANCELLED), and nothing is committed."""
+        if self._cancel is not None:
+            self._cancel()
+
+    def to_dict(self) -> dict:
+        return {"type": "stream", "speaker": self.speaker, "avatar": _b64(self.avatar)}
+
+    @classmethod
+    def from_dict(cls, data: dict, events: AsyncIterable[StreamEvent],
+                  cancel: Callable[[], None] | None = None) -> "ReplyStream":
+        return cls(data["speaker"], _unb64(data.get("avatar")), events, cancel)
+
+
+Output = Union[Reply, CharacterLine, ReplyStream, Goodbye]
+_OUTPUTS = {"reply": Reply, "character_line": CharacterLine, "goodbye": Goodbye}
+
+
+def output_from_dict(data: dict, events: AsyncIterable[StreamEvent] | None = None,
+                     cancel: Callable[[], None] | None = None) -> Output:
+    """Any output from its `to_dict()`; a stream needs its events (and may take a canceller)."""
+    if data["type"] == "stream":
+        if events is None:
+            raise ValueError("a reply stream needs its events")
+        return ReplyStream.from_dict(data, events, cancel)
+    return _OUTPUTS[data["type"]].from_dict(data)
+
+
+@dataclass
+class Answer:
+    """Everything an adapter shows for one Incoming."""
+    outputs: list[Output]
+    lang: str  # the language every adapter-side text for this message uses
+    answered: bool = True  # False: the message was not for the bot (not addressed; the channel's mode says so)
+
+    def to_dict(self) -> dict:
+        return {"outputs": [o.to_dict() for o in self.outputs], "lang": self.lang, "answered": self.answered}
+
+    @classmethod
+    def from_dict(cls, data: dict, streams: list[AsyncIterable[StreamEvent]] | None = None) -> "Answer":
+        """`streams`: the events of each stream output, in order."""
+        pending = list(streams or [])
+        outputs = [output_from_dict(o, pending.pop(0) if o["type"] == "stream" else None) for o in data["outputs"]]
+        return cls(outputs, data["lang"], data.get("answered", True))
