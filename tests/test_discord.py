@@ -246,9 +246,8 @@ async def test_admin_checks_for_params_and_import(app, fake):
         callback = await inter.wait_callback()
         assert callback["type"] == 4 and inter.ephemeral and inter.texts() == [t("not_admin", "en")]
         assert (await app.conversations.view(key)).overrides == {}
-        inter = await fake.invoke_command("char import", {"file": ("x.json", b"{}")}, BOB, GENERAL)
-        await inter.wait_callback()
-        assert inter.ephemeral and inter.texts() == [t("not_admin", "en")]
+        inter = await slash(fake, "char import", {"file": ("x.json", b"{}")}, user=BOB)
+        assert inter.ephemeral and inter.texts() == [t("not_bot_admin", "en")]  # the shared library's own rule
         inter = await fake.invoke_command("params reset", {}, BOB, GENERAL)
         await inter.wait_callback()
         assert inter.ephemeral and inter.texts() == [t("not_admin", "en")]
@@ -442,9 +441,10 @@ async def test_a_strangers_typed_card_import_is_never_downloaded(app, fake):
 
         await use_mira(fake, GENERAL)  # a role-play channel: every message there is read
         await fake.send_message(GENERAL, BOB, "/char import", attachments=[("quill.json", card)])
-        await fake.wait_for(lambda: said(t("not_admin", "en")))
+        await fake.wait_for(lambda: said(t("not_bot_admin", "en")))
         assert downloads() == [] and app.library.find("Quill") is None
-        await fake.send_message(LOBBY, ALICE, "/char import", attachments=[("quill.json", card)])  # typed: addressed
+        # a bot admin (a role in discord.admin_role_ids); typed anywhere, a command is addressed
+        await fake.send_message(LOBBY, CAROL, "/char import", attachments=[("quill.json", card)])
         await fake.wait_for(lambda: [m for m in fake.bot_messages(LOBBY)
                                      if m.content == t("char_imported", "en", name="Quill", format="v1")])
         assert len(downloads()) == 1
