@@ -6,8 +6,7 @@ import copy
 import pytest
 import torch
 
-from bot.engine.batched import BatchSampler
-from bot.engine.sampling import ReplySampler, SamplingParams
+from bot.engine.sampling import BatchSampler, ReplySampler, SamplingParams
 
 V = 300
 

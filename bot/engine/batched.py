@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
+from bot.config import SCHEMA
 from bot.engine import rwkv6, rwkv7
 from bot.engine.backend import ModelInfo, State
-from bot.engine.model import (ModelError, checkpoint_path, detect_version, file_id, load_state_file,
+from bot.engine.model import (STRATEGY, ModelError, checkpoint_path, detect_version, file_id, load_state_file,
                               read_checkpoint)
-from bot.engine.sampling import OPEN_ACTION, ReplySampler, mirostat_update
+from bot.engine.sampling import BatchSampler, ReplySampler
 
 log = logging.getLogger(__name__)
 
-STRATEGY = re.compile(r"^(cuda(:\d+)?|cpu) (fp16|fp32|bf16)$")
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
+MAX_BATCH = SCHEMA["model"]["max_batch"].default
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
@@ -59,7 +58,7 @@ def pick_ops(version: int, device: torch.device):
 
 
 class BatchedBackend:
-    def __init__(self, path: str | Path, strategy: str, state_file: str | None = None, max_batch: int = 256,
+    def __init__(self, path: str | Path, strategy: str, state_file: str | None = None, max_batch: int = MAX_BATCH,
                  progress=None, cuda_graphs: bool | None = None, weights: dict[str, torch.Tensor] | None = None):
         """`weights`: checkpoint tensors already in memory (benchmarks); `path` then only names the model."""
         self.device, self.dtype = parse_strategy(strategy)
@@ -228,118 +227,3 @@ class _DecodeGraph:
         self.copied.record()
         self.graph.replay()
         return self.logits[:B].clone()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Sampling on the device
-
-
-class BatchSampler:
-    """All rows of a step sampled on the device, each with its own ReplySampler's parameters; agrees with
-    ReplySampler.sample (greedy exactly; otherwise the same distribution) and updates Mirostat mu/lr like it."""
-
-    def __init__(self, device: torch.device, seed: int | None = None):
-        self.device = device
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
-
-    def sample(self, logits: torch.Tensor, samplers: list[ReplySampler], banned: list[set[int]],
-               texts: list[str]) -> list[int]:
-        R = len(samplers)
-        if R == 0:
-            return []
-        dev = self.device
-        logits = logits.to(dev).float()
-        V = logits.shape[1]
-        adjusted = self._adjust(logits, samplers, banned)
-        greedy = [s.greedy for s in samplers]
-        if all(greedy):
-            return torch.argmax(adjusted, dim=-1).tolist()
-        action = [i for i, s in enumerate(samplers) if not greedy[i] and texts[i].endswith(OPEN_ACTION)]
-        sub = [i for i, s in enumerate(samplers) if not greedy[i] and not texts[i].endswith(OPEN_ACTION)]
-        miro = [i for i in sub if samplers[i].params.mirostat_tau > 0]
-
-        tokens = torch.argmax(adjusted, dim=-1)  # greedy rows keep this
-        surprise = torch.zeros(R, device=dev)
-        if action:
-            rows = torch.tensor(action, device=dev)
-            top = torch.topk(adjusted[rows], 20, dim=-1)
-            pick = torch.multinomial(torch.softmax(top.values / 1000.0, dim=-1), 1, generator=self.generator)
-            tokens[rows] = top.indices.gather(1, pick).squeeze(1)
-        if sub:
-            # Per-row parameters in one transfer: temperature, top_p, top_k, min_p, mirostat?, mu.
-            table = torch.tensor([[samplers[i].params.temperature, samplers[i].params.top_p,
-                                   samplers[i].params.top_k, samplers[i].params.min_p,
-                                   1.0 if samplers[i].params.mirostat_tau > 0 else 0.0, samplers[i].mu]
-                                  for i in sub], dtype=torch.float32).to(dev, non_blocking=True)
-            temperature, top_p, top_k, min_p, is_miro, mu = table.t().contiguous().unsqueeze(-1)
-            rows = torch.tensor(sub, device=dev) if len(sub) < R else None
-            sorted_logits, sorted_ids = torch.sort(adjusted if rows is None else adjusted[rows], dim=-1,
-                                                   descending=True)
-            pos = torch.arange(V, device=dev).unsqueeze(0)
-            probs = torch.softmax(sorted_logits, dim=-1)  # descending
-            zero = torch.zeros((), device=dev)
-            any_miro, all_miro = bool(miro), len(miro) == len(sub)
-            if any_miro:
-                # Mirostat: keep the tokens before the first one whose surprise -log2(p) exceeds mu (at least one);
-                # renormalising the kept probabilities equals the reference's softmax over the kept logits.
-                keep = (probs >= torch.exp2(-mu)).sum(dim=1, keepdim=True).clamp(min=1)
-                miro_probs = torch.where(pos < keep, probs, zero)
-            if not all_miro:
-                # Nucleus (PIPELINE): drop tokens less likely than the one where the running total reaches top_p.
-                cut = torch.searchsorted(torch.cumsum(probs, dim=-1), top_p, right=False).clamp(max=V - 1)
-                nuc_probs = torch.where(probs < probs.gather(1, cut), zero, probs)
-            kept = miro_probs if all_miro else nuc_probs if not any_miro else torch.where(is_miro > 0, miro_probs,
-                                                                                          nuc_probs)
-            if any(samplers[i].params.top_k > 0 for i in sub):
-                kept = torch.where((top_k > 0) & (pos >= top_k), zero, kept)
-            if any(samplers[i].params.min_p > 0 for i in sub):
-                kept = torch.where((min_p > 0) & (kept < kept[:, :1] * min_p), zero, kept)
-            if any(samplers[i].params.temperature != 1.0 for i in sub):
-                kept = kept / kept[:, :1]  # the top token is always kept: scale it to 1 so the power can't underflow
-                kept = torch.where(temperature != 1.0, kept ** (1.0 / temperature), kept)
-            pick = torch.multinomial(kept, 1, generator=self.generator)  # multinomial normalises itself
-            chosen = sorted_ids.gather(1, pick).squeeze(1)
-            chosen_surprise = -torch.log2(probs.gather(1, pick).squeeze(1))
-            if rows is None:
-                tokens, surprise = chosen, chosen_surprise
-            else:
-                tokens[rows] = chosen
-                surprise[rows] = chosen_surprise
-        # One transfer back: tokens and the surprise of each drawn token (for Mirostat's update).
-        both = torch.stack([tokens.double(), surprise.double()]).cpu()
-        out = [int(t) for t in both[0].tolist()]
-        if miro:
-            surprises = both[1].tolist()
-            for i in miro:
-                s = samplers[i]
-                s.mu, s.lr = mirostat_update(s.mu, s.lr, surprises[i], s.params.mirostat_tau,
-                                             s.params.mirostat_lr_decay)
-        return out
-
-    def _adjust(self, logits: torch.Tensor, samplers: list[ReplySampler], banned: list[set[int]]) -> torch.Tensor:
-        """Penalties and bans (ReplySampler.adjust for every row) as two scatters built with numpy on the host."""
-        V = logits.shape[1]
-        rows, tokens, amounts = [], [], []
-        for i, s in enumerate(samplers):
-            occ = s.occurrence
-            if occ:
-                counts = np.fromiter(occ.values(), dtype=np.float64, count=len(occ))
-                rows.append(np.full(len(occ), i, dtype=np.int64))
-                tokens.append(np.fromiter(occ.keys(), dtype=np.int64, count=len(occ)))
-                # As ReplySampler: the amount in float64, subtracted from the float32 logit.
-                amounts.append(s.params.presence_penalty + counts * s.params.frequency_penalty)
-        ban_rows = [i for i, b in enumerate(banned) for _ in b]
-        if not rows and not ban_rows:
-            return logits
-        adjusted = logits.clone()
-        flat = adjusted.view(-1)
-        if rows:
-            idx = torch.from_numpy(np.concatenate(rows) * V + np.concatenate(tokens))
-            amount = torch.from_numpy(-np.concatenate(amounts).astype(np.float32))
-            # The (row, token) pairs are unique, so one scatter-add equals the reference's per-token subtraction.
-            flat.index_add_(0, idx.to(flat.device, non_blocking=True), amount.to(flat.device, non_blocking=True))
-        if ban_rows:
-            idx = torch.tensor([i * V + t for i, b in enumerate(banned) for t in b], dtype=torch.long)
-            flat.index_fill_(0, idx.to(flat.device, non_blocking=True), -float("inf"))
-        return adjusted

@@ -16,7 +16,6 @@ Triton kernels in `bot.engine.kernels` (fused, GPU only). Both compute the same 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -328,17 +327,3 @@ def forward_packed(z: dict, packed: Packed, pools: Pools, ops=TorchOps) -> torch
         delta = ops.relu_sq(kin @ L["ffn_K"]) @ L["ffn_V"]
     x = ops.add_ln(x[packed.last], delta[packed.last], z["ln_out_w"], z["ln_out_b"], dtype)
     return (x @ z["head"]).float()
-
-
-def state_dtype_of(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the x_prev vectors in a state (the package keeps them in the activation dtype)."""
-    return dtype
-
-
-def flops_per_token(z: dict) -> float:
-    C, L = z["n_embd"], z["n_layer"]
-    D = z["layers"][0]["lora1"].shape[-1]
-    return 2.0 * (L * (4 * C * C + 8 * C * C + 8 * C * D) + C * z["vocab"])
-
-
-del math

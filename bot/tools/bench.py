@@ -141,7 +141,7 @@ class _NoTurnEndTokenizer:
 def measure_workload(backend, channels: int, device, chunk_len: int = 256) -> dict:
     """N channels each send a 60-token message at once and get 128 tokens back, through the real scheduler."""
     from bot.engine.sampling import SamplingParams
-    from bot.engine.scheduler import Engine
+    from bot.engine.engine import Engine
     from bot.engine.tokenizer import world_tokenizer
 
     rng = random.Random(100 + channels)

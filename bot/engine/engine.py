@@ -1,0 +1,228 @@
+"""The engine's front: what the conversation layer calls (`generate`, `feed`), and the loop that runs the steps.
+
+One asyncio task owns the loop: the `Scheduler` plans a step, the `ModelRunner` executes it in a dedicated worker
+thread (the event loop never blocks on the model), the scheduler applies the output, and callers waiting on a reply
+are woken once per step. A failed step goes to `Recovery`.
+
+Every forward call a job makes is recorded (`feed_lengths`), so a replay can feed the same tokens in the same calls
+and reach a bit-identical state.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, Callable, Sequence
+
+from bot.config import SCHEMA
+from bot.engine.backend import Backend, State
+from bot.engine.outputs import EngineError, GenerationCancelled, GenerationResult
+from bot.engine.params import SamplingParams
+from bot.engine.recovery import FAILED_MESSAGE, Recovery
+from bot.engine.runner import ModelRunner
+from bot.engine.scheduler import Job, Scheduler
+from bot.engine.tokenizer import WorldTokenizer
+
+CHUNK_LEN = SCHEMA["model"]["chunk_len"].default
+MAX_BATCH = SCHEMA["model"]["max_batch"].default
+
+__all__ = ["Engine", "Generation", "GenerationResult", "GenerationCancelled", "EngineError"]
+
+
+class Generation:
+    """A reply in progress: iterate for the text so far (coalesced: each value is the whole text, newest only),
+    then `await result()`. `cancel()` stops it; the channel's state is whatever the caller keeps."""
+
+    def __init__(self, engine: "Engine", job: Job):
+        self._engine = engine
+        self._job = job
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        job = self._job
+        last = None
+        while True:
+            if job.text != last:
+                last = job.text
+                yield last
+            if job.done.done():
+                if job.text != last:
+                    yield job.text
+                return
+            job.changed.clear()
+            await job.changed.wait()
+
+    async def result(self) -> GenerationResult:
+        return await asyncio.shield(self._job.done)
+
+    def cancel(self) -> None:
+        self._engine._cancel(self._job)
+
+    @property
+    def text(self) -> str:
+        return self._job.text
+
+    @property
+    def first_token_at(self) -> float | None:
+        """time.monotonic() when the first token was sampled (benchmarks)."""
+        return self._job.first_token_at
+
+
+class Engine:
+    def __init__(self, backend: Backend, tokenizer: WorldTokenizer, *, chunk_len: int = CHUNK_LEN,
+                 max_batch: int = MAX_BATCH, seed: int | None = None, metrics=None):
+        from bot.metrics import NO_METRICS
+
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.chunk_len = chunk_len
+        self.max_batch = max_batch
+        self.metrics = metrics or NO_METRICS
+        self.recovery = Recovery(max_batch, self.metrics)
+        self.scheduler = Scheduler(tokenizer, chunk_len=chunk_len, max_batch=max_batch, recovery=self.recovery)
+        self.runner = ModelRunner(backend, hook=lambda: self.step_hook)
+        self._rng = random.Random(seed)
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rwkv-gpu")
+        self._task: asyncio.Task | None = None
+        self._token_times: collections.deque[float] = collections.deque()
+        self.tokens_generated = 0
+        self.step_hook: Callable[[Sequence[tuple[int, Sequence[int]]]], None] | None = None  # tests: fault injection
+
+    @property
+    def info(self):
+        return self.backend.info
+
+    @property
+    def batch_limit(self) -> int:
+        return self.recovery.batch_limit
+
+    # ----- public API -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="rwkv-engine")
+
+    async def close(self) -> None:
+        for job in list(self.scheduler.pending) + list(self.scheduler.active):
+            self._cancel(job)
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    def generate(self, state: State, prompt: Sequence[int], params: SamplingParams, *, channel: str = "",
+                 seed: int | None = None) -> Generation:
+        """Feed `prompt` after `state`, then sample a reply until the turn end or `params.max_tokens`."""
+        seed = seed if seed is not None else self._rng.getrandbits(63)
+        return Generation(self, self._new_job(channel, state, self.scheduler.split(prompt), params, seed))
+
+    async def feed(self, state: State, chunks: Sequence[Sequence[int]] | None = None, *, tokens: Sequence[int] = (),
+                   channel: str = "") -> GenerationResult:
+        """Feed tokens without sampling: either explicit `chunks` (one forward call each, as recorded by an
+        earlier job: a replay) or `tokens`, split into chunks of `chunk_len`."""
+        queue = (collections.deque(list(c) for c in chunks if c) if chunks is not None
+                 else self.scheduler.split(tokens))
+        return await Generation(self, self._new_job(channel, state, queue, None, 0)).result()
+
+    def reseed(self, seed: int) -> None:
+        """Draw the seeds of replies sampled from now on from `seed`: the same requests give the same replies."""
+        self._rng.seed(seed)
+
+    def queue_depth(self) -> int:
+        return len(self.scheduler)
+
+    def tokens_per_second(self, window: float = 60.0) -> float:
+        now = time.monotonic()
+        while self._token_times and self._token_times[0] < now - window:
+            self._token_times.popleft()
+        return len(self._token_times) / window
+
+    # ----- jobs -------------------------------------------------------------------------------------------
+    def _new_job(self, channel, state, chunks, params, seed) -> Job:
+        if self._task is None:
+            raise RuntimeError("engine not started")
+        job = Job(channel=channel, state=state, chunks=chunks, params=params, seed=seed)
+        job.done = asyncio.get_running_loop().create_future()
+        job.changed = asyncio.Event()
+        if not chunks:
+            if params is not None:
+                raise ValueError("a reply needs at least one prompt token")
+            job.done.set_result(GenerationResult("", [], [], [], state, "prefill"))
+            return job
+        self.scheduler.add(job)
+        self._wake.set()
+        return job
+
+    def _cancel(self, job: Job) -> None:
+        if job.done.done():
+            return
+        job.cancelled = True
+        if self.scheduler.remove_pending(job):
+            self._finish(job, GenerationCancelled())
+        self._wake.set()
+
+    def _finish(self, job: Job, outcome) -> None:
+        if not job.done.done():
+            if isinstance(outcome, BaseException):
+                job.done.set_exception(outcome)
+                job.done.exception()  # mark retrieved: a cancelled reply nobody awaits is not an error
+            else:
+                job.done.set_result(outcome)
+        job.changed.set()
+
+    # ----- the loop ---------------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        scheduler = self.scheduler
+        while True:
+            if not scheduler.has_work():
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            plan = scheduler.schedule()
+            try:
+                output = await loop.run_in_executor(self._executor, self.runner.execute, plan)
+            except Exception as exc:  # a model failure: Recovery decides who retries
+                await self._recover(loop, exc, plan)
+                continue
+            self.recovery.step_succeeded()
+            for job in plan.dropped:
+                self._finish(job, GenerationCancelled())
+            update = scheduler.update(plan, output)
+            self._count(update.sampled)
+            for job in update.changed:
+                job.changed.set()
+            for job, outcome in update.finished:
+                self._finish(job, outcome)
+            await asyncio.sleep(0)  # let callers run between steps
+
+    def _count(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        now = time.monotonic()
+        for job in jobs:
+            if len(job.generated) == 1:
+                self.metrics.first_token(job.first_token_at - job.enqueued_at)
+        self.tokens_generated += len(jobs)
+        self.metrics.token(len(jobs))
+        self._token_times.extend([now] * len(jobs))
+
+    async def _recover(self, loop, exc: Exception, plan) -> None:
+        """The step failed: its jobs start over from their start states once; a second failure is final."""
+        stepping = [row.job for row in plan.rows]
+        await loop.run_in_executor(self._executor, self.runner.release_all, stepping + plan.dropped)
+        for job in plan.dropped:
+            self._finish(job, GenerationCancelled())
+        retry, give_up = self.recovery.step_failed(exc, stepping, len(stepping))
+        for job in stepping:
+            self.scheduler.release(job)
+        for job in give_up:
+            self._finish(job, GenerationCancelled() if job.cancelled else EngineError(FAILED_MESSAGE))
+        for job in reversed(retry):
+            job.restart()
+            self.scheduler.add(job, first=True)
