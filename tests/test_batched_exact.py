@@ -80,7 +80,8 @@ def worker(version: int, directory: str) -> dict:
     from bot.engine.batched import BatchedBackend
     from bot.tools.demo_model import write_demo_model
     from bot.engine.rwkv_pip import RwkvPipBackend
-    from bot.engine.sampling import ReplySampler, SamplingParams
+    from bot.engine.sampling import DeviceSampler, ReplySampler, SamplingParams, TokenTable
+    from bot.engine.tokenizer import world_tokenizer
 
     dim, layers = (256, 3) if version == 7 else (192, 2)
     path = write_demo_model(Path(directory) / f"demo{version}", version=version, layers=layers, dim=dim,
@@ -178,19 +179,23 @@ def worker(version: int, directory: str) -> dict:
     eng.load(0, ref_state)
     eng.load(1, ref_state)
     l1 = eng.forward([(0, [17])])
-    l2 = eng._prefill([(1, [17])])
+    l2 = eng.prefill([[17]], [eng._rows[1]])
     out["decode_vs_packed_max_diff"] = float((l1 - l2).abs().max())
 
-    # The batched sampler with greedy params is argmax over the adjusted logits (penalties and bans included).
+    # The device sampler with greedy params is argmax over the adjusted logits (penalties and bans included).
     logits = torch.randn(6, 4096) * 3
-    samplers = [ReplySampler(SamplingParams(temperature=0.0, presence_penalty=0.5, frequency_penalty=0.3))
-                for _ in range(6)]
-    for s in samplers:
-        for t in torch.randint(0, 4096, (20,)).tolist():
-            s.observe(t, "x")
+    params = SamplingParams(temperature=0.0, presence_penalty=0.5, frequency_penalty=0.3)
+    samplers = [ReplySampler(params) for _ in range(6)]
+    tok = world_tokenizer()
+    device = DeviceSampler(6, 4096, "cpu", TokenTable(tok, 4096, "cpu"))
     banned = [{0, int(torch.argmax(logits[i]))} for i in range(6)]
+    device.begin(list(range(6)), [params] * 6, list(range(6)), [int(torch.argmax(logits[i])) for i in range(6)])
+    for i, s in enumerate(samplers):
+        for t in torch.randint(0, 4096, (20,)).tolist():
+            s.observe(t, tok.token_bytes(t).decode("utf-8", "replace"))
+            device.observe([i], [t], reply_bytes=False)
     ref_tokens = [s.sample(logits[i], banned[i], "") for i, s in enumerate(samplers)]
-    got_tokens = eng.sample(logits, samplers, banned, [""] * 6)
+    got_tokens = device.sample(logits, torch.arange(6), torch.ones(6, dtype=torch.bool)).tolist()
     out["sampler_greedy"] = "equal" if ref_tokens == got_tokens else f"{ref_tokens} != {got_tokens}"
     out["half_precision"] = half_precision_errors(version, directory)
     return out

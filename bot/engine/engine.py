@@ -21,7 +21,7 @@ from bot.engine.backend import Backend, State
 from bot.engine.outputs import EngineError, GenerationCancelled, GenerationResult
 from bot.engine.params import SamplingParams
 from bot.engine.recovery import FAILED_MESSAGE, Recovery
-from bot.engine.runner import ModelRunner
+from bot.engine.runner import make_runner
 from bot.engine.scheduler import Job, Scheduler
 from bot.engine.tokenizer import WorldTokenizer
 
@@ -65,8 +65,13 @@ class Generation:
 
     @property
     def first_token_at(self) -> float | None:
-        """time.monotonic() when the first token was sampled (benchmarks)."""
+        """time.monotonic() when the first token reached the host (benchmarks)."""
         return self._job.first_token_at
+
+    @property
+    def last_token_at(self) -> float | None:
+        """time.monotonic() when the latest token reached the host (benchmarks)."""
+        return self._job.last_token_at
 
 
 class Engine:
@@ -77,11 +82,13 @@ class Engine:
         self.backend = backend
         self.tokenizer = tokenizer
         self.chunk_len = chunk_len
+        max_batch = min(max_batch, getattr(backend, "max_batch", max_batch))  # slots the backend has room for
         self.max_batch = max_batch
         self.metrics = metrics or NO_METRICS
         self.recovery = Recovery(max_batch, self.metrics)
-        self.scheduler = Scheduler(tokenizer, chunk_len=chunk_len, max_batch=max_batch, recovery=self.recovery)
-        self.runner = ModelRunner(backend, hook=lambda: self.step_hook)
+        self.runner = make_runner(backend, tokenizer, hook=lambda: self.step_hook)
+        self.scheduler = Scheduler(tokenizer, chunk_len=chunk_len, max_batch=max_batch, recovery=self.recovery,
+                                   device_feeds=self.runner.device_feeds)
         self._rng = random.Random(seed)
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rwkv-gpu")
@@ -104,7 +111,7 @@ class Engine:
             self._task = asyncio.create_task(self._run(), name="rwkv-engine")
 
     async def close(self) -> None:
-        for job in list(self.scheduler.pending) + list(self.scheduler.active):
+        for job in list(self.scheduler.pending) + self.scheduler.active + self.scheduler.finishing:
             self._cancel(job)
         if self._task:
             self._task.cancel()
@@ -128,6 +135,13 @@ class Engine:
         queue = (collections.deque(list(c) for c in chunks if c) if chunks is not None
                  else self.scheduler.split(tokens))
         return await Generation(self, self._new_job(channel, state, queue, None, 0)).result()
+
+    async def warmup(self, rows: int) -> None:
+        """Prepare the steps of up to `rows` rows now (kernel compilation, CUDA graph capture); otherwise the first
+        step at each new batch size pays for it."""
+        warm = getattr(self.runner, "warmup", None)
+        if warm is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, warm, min(rows, self.max_batch))
 
     def reseed(self, seed: int) -> None:
         """Draw the seeds of replies sampled from now on from `seed`: the same requests give the same replies."""
@@ -178,22 +192,22 @@ class Engine:
     # ----- the loop ---------------------------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        scheduler = self.scheduler
+        scheduler, runner = self.scheduler, self.runner
         while True:
-            if not scheduler.has_work():
+            if not scheduler.has_work() and not runner.busy():
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             plan = scheduler.schedule()
             try:
-                output = await loop.run_in_executor(self._executor, self.runner.execute, plan)
+                done, output = await loop.run_in_executor(self._executor, runner.execute, plan)
             except Exception as exc:  # a model failure: Recovery decides who retries
                 await self._recover(loop, exc, plan)
                 continue
             self.recovery.step_succeeded()
             for job in plan.dropped:
                 self._finish(job, GenerationCancelled())
-            update = scheduler.update(plan, output)
+            update = scheduler.update(done, output) if done is not None else scheduler.update_states(output)
             self._count(update.sampled)
             for job in update.changed:
                 job.changed.set()
@@ -213,16 +227,21 @@ class Engine:
         self._token_times.extend([now] * len(jobs))
 
     async def _recover(self, loop, exc: Exception, plan) -> None:
-        """The step failed: its jobs start over from their start states once; a second failure is final."""
-        stepping = [row.job for row in plan.rows]
-        await loop.run_in_executor(self._executor, self.runner.release_all, stepping + plan.dropped)
+        """A step failed: every job not yet answered starts over from its start state once (the states of the
+        step's rows, and of the step in flight before it, are undefined); a second failure is final."""
+        scheduler = self.scheduler
+        jobs = list(dict.fromkeys(scheduler.active + scheduler.finishing + plan.dropped))
+        await loop.run_in_executor(self._executor, self.runner.abort, jobs)
         for job in plan.dropped:
             self._finish(job, GenerationCancelled())
-        retry, give_up = self.recovery.step_failed(exc, stepping, len(stepping))
+        stepping = [j for j in jobs if j not in plan.dropped]
+        retry, give_up = self.recovery.step_failed(exc, stepping, len(plan.rows))
         for job in stepping:
-            self.scheduler.release(job)
+            scheduler.release(job)
+            if job in scheduler.finishing:
+                scheduler.finishing.remove(job)
         for job in give_up:
             self._finish(job, GenerationCancelled() if job.cancelled else EngineError(FAILED_MESSAGE))
         for job in reversed(retry):
             job.restart()
-            self.scheduler.add(job, first=True)
+            scheduler.add(job, first=True)

@@ -22,6 +22,7 @@ from bot.engine.params import SamplingParams
 from bot.engine.sampling import FIRST_STEP_BANNED_TEXT
 
 END_TOKEN = 0  # the World vocabulary's end-of-text: a chat reply never emits it
+END_ONLY = frozenset((END_TOKEN,))
 
 
 @dataclass(eq=False)
@@ -42,9 +43,13 @@ class Job:
     cancelled: bool = False
     enqueued_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    last_token_at: float | None = None
     prompt_chunks: list = field(default_factory=list)  # what the job started with: a retry starts over
     attempts: int = 0
     sampler: object = None  # the runner's per-reply sampling state, where it keeps one on the host
+    ban: int = -1  # a token the first draw must not pick besides the end of text (Scheduler.first_ban), or -1
+    streaming: bool = False  # device_feeds: sampling every step from the token the device keeps
+    device_next: int | None = None  # device_feeds: the sampled token the next step feeds
     # Set by the engine front (asyncio side):
     done: object = None
     changed: object = None
@@ -67,7 +72,10 @@ class Job:
         self.chunks = collections.deque(self.prompt_chunks)
         self.fed, self.feed_lengths, self.generated = [], [], []
         self.reply, self.stop_reason, self.closing, self.sampler = ReplyText(), "", False, None
-        self.slot = -1
+        self.slot, self.streaming, self.device_next = -1, False, None
+
+
+DEVICE = None  # Row.tokens of a row that feeds the token its slot sampled last, which stays on the device
 
 
 @dataclass
@@ -75,7 +83,7 @@ class Row:
     """One row of a step: a job, the tokens it feeds, and whether its next token is sampled from this step."""
 
     job: Job
-    tokens: list[int]
+    tokens: list[int] | None  # DEVICE: the slot's last sampled token, known only to the device yet
     sample: bool
     finish: bool  # the job's last feed: its state is final after this step
     banned: frozenset = frozenset()  # sampled rows: tokens the sampler must not pick
@@ -89,13 +97,21 @@ class StepPlan:
 
 
 class Scheduler:
-    def __init__(self, tokenizer, *, chunk_len: int, max_batch: int, recovery):
+    """`device_feeds`: the runner keeps each slot's sampled token on the device and may execute a step before the
+    previous step's tokens reach the host (one step ahead). A streaming reply is then scheduled every step as a
+    DEVICE row; where its reply ended, the device holds that row back and the host schedules the closing chunk
+    once it has seen the token. Without it each token comes back before the next step is planned and is fed as a
+    host chunk."""
+
+    def __init__(self, tokenizer, *, chunk_len: int, max_batch: int, recovery, device_feeds: bool = False):
         self.tokenizer = tokenizer
         self.chunk_len = chunk_len
         self.max_batch = max_batch
         self.recovery = recovery
+        self.device_feeds = device_feeds
         self.pending: collections.deque[Job] = collections.deque()
         self.active: list[Job] = []
+        self.finishing: list[Job] = []  # fed in full; their final state is on its way to host memory
         self._free_slots = list(range(max_batch - 1, -1, -1))
 
     # ----- jobs ---------------------------------------------------------------------------------------------
@@ -105,6 +121,7 @@ class Scheduler:
 
     def add(self, job: Job, *, first: bool = False) -> None:
         job.prompt_chunks = job.prompt_chunks or list(job.chunks)
+        job.ban = self.first_ban(job)
         (self.pending.appendleft if first else self.pending.append)(job)
 
     def remove_pending(self, job: Job) -> bool:
@@ -114,10 +131,18 @@ class Scheduler:
         return False
 
     def has_work(self) -> bool:
-        return bool(self.pending or self.active)
+        return bool(self.pending or self.active or self.finishing)
 
     def __len__(self) -> int:
-        return len(self.pending) + len(self.active)
+        return len(self.pending) + len(self.active) + len(self.finishing)
+
+    def first_ban(self, job: Job) -> int:
+        """The token the reply's first draw must not pick besides the end of text, or -1: the punctuation just fed
+        (the original web UI's rule: no reply starts with the ':' after the speaker's name)."""
+        last = job.prompt_chunks[-1][-1] if job.prompt_chunks and job.samples else None
+        if last is not None and self.tokenizer.token_bytes(last).decode("utf-8", "replace") in FIRST_STEP_BANNED_TEXT:
+            return last
+        return -1
 
     # ----- a step -------------------------------------------------------------------------------------------
     def schedule(self) -> StepPlan:
@@ -133,20 +158,18 @@ class Scheduler:
             self._free_slots.append(job.slot)
         rows = []
         for job in self.active:
-            chunk = job.chunks.popleft()
-            sample = not job.chunks and job.samples and not job.closing
-            rows.append(Row(job, chunk, sample, finish=not job.chunks and not sample,
-                            banned=self._banned(job, chunk) if sample else frozenset()))
+            if job.chunks:
+                chunk = job.chunks.popleft()
+                sample = not job.chunks and job.samples and not job.closing
+                if sample and self.device_feeds:
+                    job.streaming = True
+                banned = frozenset((END_TOKEN, job.ban)) if job.first_sample and job.ban >= 0 else END_ONLY
+                rows.append(Row(job, chunk, sample, finish=not job.chunks and not sample,
+                                banned=banned if sample else frozenset()))
+            elif job.streaming:
+                rows.append(Row(job, DEVICE, True, False, END_ONLY))
+            # else: its next feed depends on a token still on its way
         return StepPlan(admitted, dropped, rows)
-
-    def _banned(self, job: Job, chunk: list[int]) -> frozenset:
-        """The end-of-text token always; on the first token also the punctuation just fed (the original web UI's
-        rule: no reply starts with the ':' after the speaker's name)."""
-        if job.first_sample:
-            last = chunk[-1]
-            if self.tokenizer.token_bytes(last).decode("utf-8", "replace") in FIRST_STEP_BANNED_TEXT:
-                return frozenset((END_TOKEN, last))
-        return frozenset((END_TOKEN,))
 
     def update(self, plan: StepPlan, output: StepOutput) -> "Update":
         """Apply a step's output to its jobs."""
@@ -154,22 +177,39 @@ class Scheduler:
         update = Update()
         for row in plan.rows:
             job = row.job
-            job.fed.extend(row.tokens)
-            job.feed_lengths.append(len(row.tokens))
-            if row.sample:
+            if row.tokens is DEVICE:
+                if job.device_next is not None:  # held back (None) where the reply had ended
+                    job.fed.append(job.device_next)
+                    job.feed_lengths.append(1)
+                    job.device_next = None
+            else:
+                job.fed.extend(row.tokens)
+                job.feed_lengths.append(len(row.tokens))
+            if row.sample and not job.closing:  # a streaming row after its reply ended drew in vain
                 update.sampled.append(job)
                 if self._accept(job, output.tokens[id(job)], now):
                     update.changed.append(job)
             if row.finish:
                 self.release(job)
-                if job.cancelled:
-                    update.finished.append((job, GenerationCancelled()))
-                    continue
-                text = job.text.strip() if job.samples else ""
-                job.text = text
-                update.finished.append((job, GenerationResult(
-                    text=text, generated=job.generated, fed=job.fed, feed_lengths=job.feed_lengths,
-                    state=output.states[id(job)], stop_reason=job.stop_reason or "prefill")))
+                self.finishing.append(job)
+        return self.update_states(output, update)
+
+    def update_states(self, output: StepOutput, update: "Update | None" = None) -> "Update":
+        """Finish the jobs whose final state has arrived."""
+        update = update or Update()
+        for job in list(self.finishing):
+            state = output.states.get(id(job))
+            if state is None:
+                continue
+            self.finishing.remove(job)
+            if job.cancelled:
+                update.finished.append((job, GenerationCancelled()))
+                continue
+            text = job.text.strip() if job.samples else ""
+            job.text = text
+            update.finished.append((job, GenerationResult(
+                text=text, generated=job.generated, fed=job.fed, feed_lengths=job.feed_lengths, state=state,
+                stop_reason=job.stop_reason or "prefill")))
         return update
 
     def release(self, job: Job) -> None:
@@ -183,14 +223,19 @@ class Scheduler:
         """Record a sampled token and queue what to feed next. Returns whether the shown text changed."""
         if job.first_token_at is None:
             job.first_token_at = now
+        job.last_token_at = now
         job.generated.append(token)
         piece = self.tokenizer.token_bytes(token)
         if job.sampler is not None:
             job.sampler.observe(token, piece.decode("utf-8", "replace"))
         feed, reason = job.reply.accept(token, piece, len(job.generated), job.max_tokens, self.tokenizer)
-        job.chunks.append(feed)
         if reason:
-            job.stop_reason, job.closing = reason, True
+            job.stop_reason, job.closing, job.streaming = reason, True, False
+            job.chunks.append(feed)
+        elif self.device_feeds:
+            job.device_next = token  # the device feeds it in the next step
+        else:
+            job.chunks.append(feed)
         shown = job.reply.text
         if shown != job.text and not job.text.startswith(shown):
             job.text = shown
