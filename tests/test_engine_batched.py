@@ -137,3 +137,24 @@ async def test_evicted_states_are_uploaded_again(demo7):
     finally:
         await engine.close()
     assert continued.generated == reference.generated
+
+
+async def test_a_burst_of_prompts_is_fed_within_the_step_budget(demo7, monkeypatch):
+    """More prompt tokens than one step may feed: the oldest prompts go first, the rest wait a step, replies that
+    already stream go on every step, and every reply is still the reply it gets alone."""
+    from bot.engine import scheduler
+
+    monkeypatch.setattr(scheduler, "PREFILL_TOKENS_PER_STEP", 2 * CHUNK)
+    engine = await started(backend_of("batched", demo7))
+    steps = []
+    engine.step_hook = lambda rows: steps.append(sum(len(t) for _, t in rows if len(t) > 1))
+    try:
+        alone = [await engine.generate(engine.backend.zero_state(), prompt(30 + i, CHUNK), GREEDY).result()
+                 for i in range(5)]
+        steps.clear()
+        gens = [engine.generate(engine.backend.zero_state(), prompt(30 + i, CHUNK), GREEDY) for i in range(5)]
+        together = [await g.result() for g in gens]
+    finally:
+        await engine.close()
+    assert max(steps) <= 2 * CHUNK and steps[:3] == [2 * CHUNK, 2 * CHUNK, CHUNK]
+    assert [t.generated for t in together] == [a.generated for a in alone]

@@ -184,7 +184,7 @@ class BatchedBackend:
         return self.model.decode_step(self.z, inputs[0], inputs[1], self.pools, self.ops, v_first=scratch["v_first"],
                                       x=scratch["x"])
 
-    def prefill(self, seqs: Sequence[Sequence[int]], rows: Sequence[int], device_tokens=None) -> torch.Tensor:
+    def prefill(self, seqs: Sequence[Sequence[int]], rows: Sequence[int]) -> torch.Tensor:
         """Several sequences of any lengths in one packed call; float32 logits after each one's last token."""
         packed = rwkv7.Packed.build([list(s) for s in seqs], list(rows), self.device)
         return self.model.forward_packed(self.z, packed, self.pools, self.ops)
@@ -215,8 +215,10 @@ class StepGraph:
         self.inputs = torch.tensor(self.fill, dtype=torch.long, device=dev).unsqueeze(1).repeat(1, bucket)
         self.host = torch.zeros(fields, bucket, dtype=torch.long).pin_memory()
         self.copied: torch.cuda.Event | None = None
-        scratch: dict = {}
-        step = lambda: fn(self.inputs, scratch)
+        # Buffers the step makes for itself (made on the first warm-up call): the graph writes them at every
+        # replay, so they live as long as the graph.
+        self.scratch: dict = {}
+        step = lambda: fn(self.inputs, self.scratch)
         # Warm up on a side stream (kernel compilation, cuBLAS handles), on padding only.
         side = torch.cuda.Stream(device=dev)
         side.wait_stream(torch.cuda.current_stream(dev))

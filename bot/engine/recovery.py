@@ -34,7 +34,8 @@ class Recovery:
         """Split the jobs of a failed step of `rows` rows into (retry, give up); adjust the batch limit."""
         oom = is_out_of_memory(exc)
         kind = "out_of_memory" if oom else "model_error"
-        log.error("engine step failed for %d rows (%s): %s: %s", rows, kind, exc.__class__.__name__, exc)
+        log.error("engine step failed for %d rows (%s): %s: %s", rows, kind, exc.__class__.__name__, exc,
+                  exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
         self.metrics.error(kind)
         if oom:
             self.batch_limit = max(1, rows // 2)

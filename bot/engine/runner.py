@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from bot.engine.backend import to_device
 from bot.engine.outputs import StepOutput
 from bot.engine.sampling import DeviceSampler, ReplySampler, TokenTable, sampler_mode
 from bot.engine.scheduler import DEVICE, StepPlan
@@ -98,7 +99,7 @@ class BatchedRunner:
         vocab = backend.info.vocab_size
         self.scratch_slot = backend.max_batch
         self.sampler = DeviceSampler(backend.max_batch + 1, vocab, self.device,
-                                     TokenTable(tokenizer, vocab, self.device), draw_kernel=_draw_kernel(backend))
+                                     TokenTable(tokenizer, vocab, self.device), draw_kernel=draw_kernel_for(backend))
         self.cuda = self.device.type == "cuda"
         self._hook = hook
         self._row_of: dict[int, int] = {}  # slot -> slab row
@@ -145,8 +146,8 @@ class BatchedRunner:
             order += [r.job for r in decode]
         if prefill:
             logits = self.backend.prefill([r.tokens for r in prefill], [self._row_of[r.job.slot] for r in prefill])
-            slots = torch.tensor([r.job.slot for r in prefill], dtype=torch.long).to(self.device, non_blocking=True)
-            active = torch.tensor([r.sample for r in prefill]).to(self.device, non_blocking=True)
+            slots = to_device([r.job.slot for r in prefill], torch.long, self.device)
+            active = to_device([r.sample for r in prefill], torch.bool, self.device)
             outputs.append(sampler.sample(logits, slots, active, mode))
             order += [r.job for r in prefill]
         launched = _Launched(plan, self._seq, order)
@@ -194,7 +195,7 @@ class BatchedRunner:
             from bot.engine.batched import bucket_of
 
             return self._graph(bucket_of(B, backend.max_batch), mode).run(columns)[:B]
-        inputs = torch.tensor(columns, dtype=torch.long).to(self.device, non_blocking=True)
+        inputs = to_device(columns, torch.long, self.device)
         return self._decode_and_sample(inputs, {}, mode)
 
     def _decode_and_sample(self, inputs: torch.Tensor, scratch: dict, mode) -> torch.Tensor:
@@ -238,7 +239,7 @@ class BatchedRunner:
         self._row_of.clear()
 
 
-def _draw_kernel(backend):
+def draw_kernel_for(backend):
     """The fused draw where the model runs Triton kernels (CUDA)."""
     if getattr(backend.ops, "name", "") != "triton":
         return None

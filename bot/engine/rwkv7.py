@@ -22,6 +22,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from bot.engine.backend import to_device
+
 MIX_ORDER = ("x_r", "x_k", "x_v", "x_w", "x_a", "x_g")  # mix[:3] feed R, K, V; mix[2:] feed the LoRAs
 LORA_ORDER = ("v", "w", "a", "g")  # = mix[2:]: value residual, decay, in-context rate, gate
 DECAY_SCALE = 0.606531  # exp(-0.5): w = exp(-exp(-0.5) * sigmoid(w0 + lora))
@@ -50,14 +52,6 @@ class Pools:
         self.kv[:, row] = torch.stack([state[3 * i + 1] for i in range(L)]).to(self.kv)
         self.ffn_x[:, row] = torch.stack([state[3 * i + 2] for i in range(L)]).to(self.ffn_x)
 
-    def read(self, row: int) -> list[torch.Tensor]:
-        """Pool row `row` as a package-layout state on the CPU."""
-        att, kv, ffn = (t[:, row].to("cpu", copy=True) for t in (self.att_x, self.kv, self.ffn_x))
-        out: list[torch.Tensor] = []
-        for i in range(att.shape[0]):
-            out += [att[i].clone(), kv[i].clone(), ffn[i].clone()]
-        return out
-
 
 @dataclass
 class Packed:
@@ -83,7 +77,7 @@ class Packed:
             shift.extend(len(lens) + pos + t for t in range(n - 1))
             pos += n
         flat = [t for s in seqs for t in s]
-        as_long = lambda v: torch.tensor(v, dtype=torch.long).to(device, non_blocking=True)
+        as_long = lambda v: to_device(v, torch.long, device)
         return cls(tokens=as_long(flat), rows=as_long(list(rows)), starts=as_long(starts), lens=as_long(lens),
                    last=as_long([a + n - 1 for a, n in zip(starts, lens)]), shift_src=as_long(shift),
                    max_len=max(lens))

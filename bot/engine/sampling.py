@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from bot.engine.backend import to_device
+
 # Re-exported: the samplers' callers build them from these parameters.
 from bot.engine.params import PARAM_NAMES, SPECS, ParamError, ParamSpec, SamplingParams, parse_param  # noqa: F401
 
@@ -232,17 +234,16 @@ class DeviceSampler:
         must not pick (the punctuation just fed), or -1. One host-to-device copy for all of them."""
         if not slots:
             return
-        idx = torch.tensor(slots, dtype=torch.int64).to(self.device, non_blocking=True)
+        idx = to_device(slots, torch.int64, self.device)
         rows = []
         for p, seed, ban in zip(params, seeds, bans):
             p = p or SamplingParams(temperature=0.0, max_tokens=1)
             rows.append([p.temperature, p.top_p, p.min_p, p.top_k, seed, p.max_tokens, ban, p.presence_penalty,
                          p.frequency_penalty, p.penalty_decay, p.mirostat_tau, 2.0 * p.mirostat_tau, p.mirostat_lr,
                          p.mirostat_lr_decay, 1.0 if p.mirostat_tau > 0 else 0.0])
-        floats = torch.tensor([r[:3] for r in rows], dtype=torch.float32)
-        ints = torch.tensor([r[3:7] for r in rows], dtype=torch.int64)
-        doubles = torch.tensor([r[7:] for r in rows], dtype=torch.float64)
-        floats, ints, doubles = (t.to(self.device, non_blocking=True) for t in (floats, ints, doubles))
+        floats = to_device([r[:3] for r in rows], torch.float32, self.device)
+        ints = to_device([r[3:7] for r in rows], torch.int64, self.device)
+        doubles = to_device([r[7:] for r in rows], torch.float64, self.device)
         for i, t in enumerate((self.temperature, self.top_p, self.min_p)):
             t[idx] = floats[:, i]
         for i, t in enumerate((self.top_k, self.seed, self.remaining, self.ban)):

@@ -23,6 +23,9 @@ from bot.engine.sampling import FIRST_STEP_BANNED_TEXT
 
 END_TOKEN = 0  # the World vocabulary's end-of-text: a chat reply never emits it
 END_ONLY = frozenset((END_TOKEN,))
+# Prompt tokens one step feeds at most (prompt chunks beyond wait a step, oldest first), so that a burst of new
+# channels does not stall the replies already streaming for the length of one huge prefill.
+PREFILL_TOKENS_PER_STEP = 16384
 
 
 @dataclass(eq=False)
@@ -156,9 +159,13 @@ class Scheduler:
         for job in dropped:
             self.active.remove(job)
             self._free_slots.append(job.slot)
-        rows = []
+        rows, prefill = [], 0
         for job in self.active:
             if job.chunks:
+                if len(job.chunks[0]) > 1:
+                    if prefill and prefill + len(job.chunks[0]) > PREFILL_TOKENS_PER_STEP:
+                        continue  # next step
+                    prefill += len(job.chunks[0])
                 chunk = job.chunks.popleft()
                 sample = not job.chunks and job.samples and not job.closing
                 if sample and self.device_feeds:

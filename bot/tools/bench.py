@@ -261,15 +261,18 @@ def measure_graph_step(backend, batch: int, repeats: int = 50) -> float | None:
 
 
 def measure_sampler(backend, batch: int, repeats: int = 20) -> float | None:
-    """Milliseconds per DeviceSampler.sample call with the bot's default sampling (Mirostat, penalties) over
-    `batch` rows whose replies are 64 tokens in."""
+    """Milliseconds per DeviceSampler.sample call (eager; in the engine it runs inside the step's graph) with the
+    bot's default sampling (Mirostat, penalties) over `batch` rows whose replies are 64 tokens in."""
     from bot.engine.sampling import DeviceSampler, SamplingParams, TokenTable
     from bot.engine.tokenizer import world_tokenizer
 
     if not hasattr(backend, "slab"):
         return None
+    from bot.engine.runner import draw_kernel_for
+
     dev, V = backend.device, backend.info.vocab_size
-    sampler = DeviceSampler(batch, V, dev, TokenTable(world_tokenizer(), V, dev))
+    sampler = DeviceSampler(batch, V, dev, TokenTable(world_tokenizer(), V, dev),
+                            draw_kernel=draw_kernel_for(backend))
     sampler.begin(list(range(batch)), [SamplingParams(max_tokens=2000)] * batch, list(range(batch)), [-1] * batch)
     rng = random.Random(batch)
     for _ in range(64):
