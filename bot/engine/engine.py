@@ -1,8 +1,11 @@
 """The engine's front: what the conversation layer calls (`generate`, `feed`), and the loop that runs the steps.
 
-One asyncio task owns the loop: the `Scheduler` plans a step, the `ModelRunner` executes it in a dedicated worker
-thread (the event loop never blocks on the model), the scheduler applies the output, and callers waiting on a reply
-are woken once per step. A failed step goes to `Recovery`.
+The loop runs in one dedicated thread, the only one that touches the model: the `Scheduler` plans a step, the
+runner executes it, the scheduler applies the output, and one callback per step hands the event loop what changed
+(streaming callers are woken once per step, finished replies are answered). The event loop never blocks on the
+model and the step loop never waits for the event loop: with the batched runner one step ahead, the host's work on
+a step (detokenizing, planning the next) runs while the GPU computes. Requests from the event loop (new jobs,
+cancellations, warm-up) reach the thread through one inbox. A failed step goes to `Recovery`.
 
 Every forward call a job makes is recorded (`feed_lengths`), so a replay can feed the same tokens in the same calls
 and reach a bit-identical state.
@@ -11,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import logging
 import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Sequence
 
 from bot.config import SCHEMA
@@ -27,6 +32,8 @@ from bot.engine.tokenizer import WorldTokenizer
 
 CHUNK_LEN = SCHEMA["model"]["chunk_len"].default
 MAX_BATCH = SCHEMA["model"]["max_batch"].default
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "Generation", "GenerationResult", "GenerationCancelled", "EngineError"]
 
@@ -90,9 +97,12 @@ class Engine:
         self.scheduler = Scheduler(tokenizer, chunk_len=chunk_len, max_batch=max_batch, recovery=self.recovery,
                                    device_feeds=self.runner.device_feeds)
         self._rng = random.Random(seed)
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rwkv-gpu")
-        self._task: asyncio.Task | None = None
+        self._inbox: collections.deque = collections.deque()  # ("job" | "cancel" | "call", payload)
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._live: set[Job] = set()  # jobs whose caller has no answer yet
         self._token_times: collections.deque[float] = collections.deque()
         self.tokens_generated = 0
         self.step_hook: Callable[[Sequence[tuple[int, Sequence[int]]]], None] | None = None  # tests: fault injection
@@ -107,20 +117,23 @@ class Engine:
 
     # ----- public API -------------------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="rwkv-engine")
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._closing = False
+            self._thread = threading.Thread(target=self._core, name="rwkv-engine", daemon=True)
+            self._thread.start()
 
     async def close(self) -> None:
-        for job in list(self.scheduler.pending) + self.scheduler.active + self.scheduler.finishing:
-            self._cancel(job)
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        self._executor.shutdown(wait=True)
+        for job in list(self._live):
+            job.cancelled = True
+        if self._thread is not None:
+            with self._cond:
+                self._closing = True
+                self._cond.notify()
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        for job in list(self._live):
+            self._finish(job, GenerationCancelled())
 
     def generate(self, state: State, prompt: Sequence[int], params: SamplingParams, *, channel: str = "",
                  seed: int | None = None) -> Generation:
@@ -141,14 +154,16 @@ class Engine:
         step at each new batch size pays for it."""
         warm = getattr(self.runner, "warmup", None)
         if warm is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, warm, min(rows, self.max_batch))
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            self._post("call", (lambda: warm(min(rows, self.max_batch)), done))
+            await asyncio.wrap_future(done)
 
     def reseed(self, seed: int) -> None:
         """Draw the seeds of replies sampled from now on from `seed`: the same requests give the same replies."""
         self._rng.seed(seed)
 
     def queue_depth(self) -> int:
-        return len(self.scheduler)
+        return len(self._live)
 
     def tokens_per_second(self, window: float = 60.0) -> float:
         now = time.monotonic()
@@ -158,7 +173,7 @@ class Engine:
 
     # ----- jobs -------------------------------------------------------------------------------------------
     def _new_job(self, channel, state, chunks, params, seed) -> Job:
-        if self._task is None:
+        if self._thread is None:
             raise RuntimeError("engine not started")
         job = Job(channel=channel, state=state, chunks=chunks, params=params, seed=seed)
         job.done = asyncio.get_running_loop().create_future()
@@ -168,19 +183,30 @@ class Engine:
                 raise ValueError("a reply needs at least one prompt token")
             job.done.set_result(GenerationResult("", [], [], [], state, "prefill"))
             return job
-        self.scheduler.add(job)
-        self._wake.set()
+        self._live.add(job)
+        self._post("job", job)
         return job
 
     def _cancel(self, job: Job) -> None:
         if job.done.done():
             return
         job.cancelled = True
-        if self.scheduler.remove_pending(job):
-            self._finish(job, GenerationCancelled())
-        self._wake.set()
+        self._post("cancel", job)
+
+    def _post(self, kind: str, payload) -> None:
+        with self._cond:
+            self._inbox.append((kind, payload))
+            self._cond.notify()
+
+    def _deliver(self, changed: list[Job], finished: list) -> None:
+        """On the event loop, once per step: wake the callers whose text changed, answer the finished ones."""
+        for job in changed:
+            job.changed.set()
+        for job, outcome in finished:
+            self._finish(job, outcome)
 
     def _finish(self, job: Job, outcome) -> None:
+        self._live.discard(job)
         if not job.done.done():
             if isinstance(outcome, BaseException):
                 job.done.set_exception(outcome)
@@ -189,31 +215,45 @@ class Engine:
                 job.done.set_result(outcome)
         job.changed.set()
 
-    # ----- the loop ---------------------------------------------------------------------------------------
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    # ----- the loop (the engine's thread) ------------------------------------------------------------------
+    def _core(self) -> None:
         scheduler, runner = self.scheduler, self.runner
         while True:
-            if not scheduler.has_work() and not runner.busy():
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            plan = scheduler.schedule()
-            try:
-                done, output = await loop.run_in_executor(self._executor, runner.execute, plan)
-            except Exception as exc:  # a model failure: Recovery decides who retries
-                await self._recover(loop, exc, plan)
-                continue
-            self.recovery.step_succeeded()
-            for job in plan.dropped:
-                self._finish(job, GenerationCancelled())
-            update = scheduler.update(done, output) if done is not None else scheduler.update_states(output)
-            self._count(update.sampled)
-            for job in update.changed:
-                job.changed.set()
-            for job, outcome in update.finished:
-                self._finish(job, outcome)
-            await asyncio.sleep(0)  # let callers run between steps
+            with self._cond:
+                while not self._inbox and not self._closing and not (scheduler.has_work() or runner.busy()):
+                    self._cond.wait()
+                if self._closing:
+                    return
+                inbox, self._inbox = list(self._inbox), collections.deque()
+            finished: list = []
+            for kind, payload in inbox:
+                if kind == "job":
+                    scheduler.add(payload)
+                elif kind == "cancel":
+                    if scheduler.remove_pending(payload):
+                        finished.append((payload, GenerationCancelled()))
+                else:  # a call to run in this thread
+                    fn, done = payload
+                    try:
+                        done.set_result(fn())
+                    except Exception as exc:
+                        done.set_exception(exc)
+            changed: list = []
+            if scheduler.has_work() or runner.busy():
+                plan = scheduler.schedule()
+                try:
+                    done_plan, output = runner.execute(plan)
+                    self.recovery.step_succeeded()
+                    finished += [(job, GenerationCancelled()) for job in plan.dropped]
+                    update = scheduler.update(done_plan, output) if done_plan is not None \
+                        else scheduler.update_states(output)
+                except Exception as exc:  # a model failure: Recovery decides who retries
+                    finished += self._recover(exc, plan)
+                else:
+                    self._count(update.sampled)
+                    changed, finished = update.changed, finished + update.finished
+            if changed or finished:
+                self._loop.call_soon_threadsafe(self._deliver, changed, finished)
 
     def _count(self, jobs: list[Job]) -> None:
         if not jobs:
@@ -226,22 +266,23 @@ class Engine:
         self.metrics.token(len(jobs))
         self._token_times.extend([now] * len(jobs))
 
-    async def _recover(self, loop, exc: Exception, plan) -> None:
+    def _recover(self, exc: Exception, plan) -> list:
         """A step failed: every job not yet answered starts over from its start state once (the states of the
-        step's rows, and of the step in flight before it, are undefined); a second failure is final."""
+        step's rows, and of the step in flight before it, are undefined); a second failure is final. Returns the
+        (job, error) of jobs that end here."""
         scheduler = self.scheduler
         jobs = list(dict.fromkeys(scheduler.active + scheduler.finishing + plan.dropped))
-        await loop.run_in_executor(self._executor, self.runner.abort, jobs)
-        for job in plan.dropped:
-            self._finish(job, GenerationCancelled())
+        self.runner.abort(jobs)
+        finished = [(job, GenerationCancelled()) for job in plan.dropped]
         stepping = [j for j in jobs if j not in plan.dropped]
         retry, give_up = self.recovery.step_failed(exc, stepping, len(plan.rows))
         for job in stepping:
             scheduler.release(job)
             if job in scheduler.finishing:
                 scheduler.finishing.remove(job)
-        for job in give_up:
-            self._finish(job, GenerationCancelled() if job.cancelled else EngineError(FAILED_MESSAGE))
+        finished += [(job, GenerationCancelled() if job.cancelled else EngineError(FAILED_MESSAGE))
+                     for job in give_up]
         for job in reversed(retry):
             job.restart()
             scheduler.add(job, first=True)
+        return finished
