@@ -22,6 +22,16 @@ OPEN_TOP = 20
 
 
 @triton.jit
+def _kept_weight(row, idx, V, lse32, m, mu, inv_t, min_p, arg, HAS_MIN_P: tl.constexpr):
+    """A block's weights: Mirostat keeps surprise <= mu (and the top token), min-p (0 keeps all), temperature."""
+    x = tl.load(row + idx, mask=idx < V, other=-float("inf"))
+    keep = (-(x - lse32) / 0.6931471805599453 <= mu) | (idx == arg)
+    if HAS_MIN_P:
+        keep = keep & (tl.exp(x - m) >= min_p)
+    return tl.where(keep & (idx < V), tl.exp((x - m) * inv_t), 0.0)
+
+
+@triton.jit
 def _draw_kernel(adj_ptr, temp_ptr, mu_ptr, min_p_ptr, u_ptr, open_ptr, token_ptr, surprise_ptr, V: tl.constexpr,
                  HAS_MIN_P: tl.constexpr, BLOCK: tl.constexpr, OPEN_TOP: tl.constexpr, TOPS: tl.constexpr):
     r = tl.program_id(0)
@@ -83,15 +93,11 @@ def _draw_kernel(adj_ptr, temp_ptr, mu_ptr, min_p_ptr, u_ptr, open_ptr, token_pt
             token = tl.sum(tl.where(k == pick, tops_i, 0), axis=0)
         else:
             # (2) the kept tokens' weights and their total
+            min_p = tl.load(min_p_ptr + r)
             total = 0.0
             for start in range(0, V, BLOCK):
                 idx = start + offs
-                x = tl.load(row + idx, mask=idx < V, other=-float("inf"))
-                keep = (-(x - lse32) / 0.6931471805599453 <= mu) | (idx == arg)
-                if HAS_MIN_P:
-                    min_p = tl.load(min_p_ptr + r)
-                    keep = keep & (tl.exp(x - m) >= min_p)  # min_p 0 keeps all
-                w = tl.where(keep & (idx < V), tl.exp((x - m) * inv_t), 0.0)
+                w = _kept_weight(row, idx, V, lse32, m, mu, inv_t, min_p, arg, HAS_MIN_P)
                 total += tl.sum(w, axis=0)
             # (3) inverse CDF: the first token whose running total passes u * total
             target = u * total
@@ -99,12 +105,7 @@ def _draw_kernel(adj_ptr, temp_ptr, mu_ptr, min_p_ptr, u_ptr, open_ptr, token_pt
             found = V
             for start in range(0, V, BLOCK):
                 idx = start + offs
-                x = tl.load(row + idx, mask=idx < V, other=-float("inf"))
-                keep = (-(x - lse32) / 0.6931471805599453 <= mu) | (idx == arg)
-                if HAS_MIN_P:
-                    min_p = tl.load(min_p_ptr + r)
-                    keep = keep & (tl.exp(x - m) >= min_p)  # min_p 0 keeps all
-                w = tl.where(keep & (idx < V), tl.exp((x - m) * inv_t), 0.0)
+                w = _kept_weight(row, idx, V, lse32, m, mu, inv_t, min_p, arg, HAS_MIN_P)
                 c = run + tl.cumsum(w, axis=0)
                 hit = tl.min(tl.where((c > target) & (w > 0), idx, V), axis=0)
                 found = tl.where(found == V, hit, found)
