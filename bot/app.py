@@ -133,7 +133,7 @@ async def build_app(config: Config, backend=None, *, character: str | None = Non
     from bot.conversations import Conversations, Quotas
     from bot.conversations.characters import Library
     from bot.engine.model import file_id
-    from bot.engine.scheduler import Engine
+    from bot.engine.engine import Engine
     from bot.engine.tokenizer import world_tokenizer
     from bot.metrics import Metrics
     from bot.store import Store

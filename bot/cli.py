@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill-repeats", type=int, default=3)
     p.add_argument("--no-workload", action="store_true", help="skip the bot workload")
     p.add_argument("--no-baseline", action="store_true", help="skip the plain rwkv package")
+    p.add_argument("--capacity", action="store_true",
+                   help="also find the most channels that each still stream >= 20 tokens/s with p95 first token <= 1 s")
     p.add_argument("--baseline-max-channels", type=int, default=16,
                    help="largest channel count measured on the package (it serves one at a time)")
     p.add_argument("--agreement-sequences", type=int, default=2)

@@ -14,7 +14,7 @@ from bot.config import load_config
 from bot.conversations import ChannelKey
 from bot.engine.backend import states_equal
 from bot.commands import ENGINE_ERROR, ReplyStream
-from bot.engine.scheduler import GenerationCancelled
+from bot.engine.outputs import GenerationCancelled
 from bot.i18n import t
 from tests.chat_helpers import finish, head_state, outputs, pace, reply, send
 from tests.conftest import ROOT, write_config

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+HALF_PRECISION_PROMPTS = 8
+HALF_PRECISION_SLACK = 1.2  # measured on three instruction sets (AVX-512, AVX2, SSE4.1): 0.58-0.73 of the package
 
 
 def _run_worker(version: int, tmp_path: Path) -> dict:
@@ -55,8 +57,11 @@ def test_batched_greedy_sampler_is_argmax(results):
 
 
 def test_half_precision_is_as_close_to_fp32_as_the_package(results):
+    """Both in fp16 against the package in fp32, averaged over prompts: one prompt's error is mostly rounding luck
+    and moves with the CPU's instruction set (on some x86-64 CPUs the engine's error on the first prompt alone was
+    3x the package's while its mean was 0.6x). The bound is the package's own error, measured here."""
     errors = results["half_precision"]
-    assert errors["engine"] < 2e-2 and errors["engine"] < 2 * errors["package"] + 1e-3, errors
+    assert errors["engine"] <= HALF_PRECISION_SLACK * errors["package"], errors
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -75,7 +80,8 @@ def worker(version: int, directory: str) -> dict:
     from bot.engine.batched import BatchedBackend
     from bot.tools.demo_model import write_demo_model
     from bot.engine.rwkv_pip import RwkvPipBackend
-    from bot.engine.sampling import ReplySampler, SamplingParams
+    from bot.engine.sampling import DeviceSampler, ReplySampler, SamplingParams, TokenTable
+    from bot.engine.tokenizer import world_tokenizer
 
     dim, layers = (256, 3) if version == 7 else (192, 2)
     path = write_demo_model(Path(directory) / f"demo{version}", version=version, layers=layers, dim=dim,
@@ -173,19 +179,23 @@ def worker(version: int, directory: str) -> dict:
     eng.load(0, ref_state)
     eng.load(1, ref_state)
     l1 = eng.forward([(0, [17])])
-    l2 = eng._prefill([(1, [17])])
+    l2 = eng.prefill([[17]], [eng._rows[1]])
     out["decode_vs_packed_max_diff"] = float((l1 - l2).abs().max())
 
-    # The batched sampler with greedy params is argmax over the adjusted logits (penalties and bans included).
+    # The device sampler with greedy params is argmax over the adjusted logits (penalties and bans included).
     logits = torch.randn(6, 4096) * 3
-    samplers = [ReplySampler(SamplingParams(temperature=0.0, presence_penalty=0.5, frequency_penalty=0.3))
-                for _ in range(6)]
-    for s in samplers:
-        for t in torch.randint(0, 4096, (20,)).tolist():
-            s.observe(t, "x")
+    params = SamplingParams(temperature=0.0, presence_penalty=0.5, frequency_penalty=0.3)
+    samplers = [ReplySampler(params) for _ in range(6)]
+    tok = world_tokenizer()
+    device = DeviceSampler(6, 4096, "cpu", TokenTable(tok, 4096, "cpu"))
     banned = [{0, int(torch.argmax(logits[i]))} for i in range(6)]
+    device.begin(list(range(6)), [params] * 6, list(range(6)), [int(torch.argmax(logits[i])) for i in range(6)])
+    for i, s in enumerate(samplers):
+        for t in torch.randint(0, 4096, (20,)).tolist():
+            s.observe(t, tok.token_bytes(t).decode("utf-8", "replace"))
+            device.observe([i], [t], reply_bytes=False)
     ref_tokens = [s.sample(logits[i], banned[i], "") for i, s in enumerate(samplers)]
-    got_tokens = eng.sample(logits, samplers, banned, [""] * 6)
+    got_tokens = device.sample(logits, torch.arange(6), torch.ones(6, dtype=torch.bool)).tolist()
     out["sampler_greedy"] = "equal" if ref_tokens == got_tokens else f"{ref_tokens} != {got_tokens}"
     out["half_precision"] = half_precision_errors(version, directory)
     return out
@@ -202,16 +212,20 @@ def half_precision_errors(version: int, directory: str) -> dict:
 
     path = write_demo_model(Path(directory) / f"deep{version}", version=version, layers=7, dim=128, vocab=4096,
                             seed=10 + version, dtype=torch.float32)
-    prompt = [random.Random(5).randrange(1, 4096) for _ in range(32)]
+    rng = random.Random(5)
+    prompts = [[rng.randrange(1, 4096) for _ in range(32)] for _ in range(HALF_PRECISION_PROMPTS)]
 
     def logits(backend):
-        backend.load(0, backend.zero_state())
-        return backend.forward([(0, prompt)])[0].float().cpu()
+        out = []
+        for prompt in prompts:
+            backend.load(0, backend.zero_state())
+            out.append(backend.forward([(0, prompt)])[0].float().cpu())
+        return out
 
     ref = logits(RwkvPipBackend(path, "cpu fp32"))
-    rel = lambda x: float((x - ref).norm() / ref.norm())
-    return {"engine": rel(logits(BatchedBackend(path, "cpu fp16", max_batch=2))),
-            "package": rel(logits(RwkvPipBackend(path, "cpu fp16")))}
+    mean_error = lambda rows: sum(float((x - r).norm() / r.norm()) for x, r in zip(rows, ref)) / len(ref)
+    return {"engine": mean_error(logits(BatchedBackend(path, "cpu fp16", max_batch=2))),
+            "package": mean_error(logits(RwkvPipBackend(path, "cpu fp16")))}
 
 
 if __name__ == "__main__":

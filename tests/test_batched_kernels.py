@@ -93,3 +93,32 @@ def test_fused_ops_match_torch_in_half_precision():
     h = torch.randn(4, 3, 32, device=DEVICE)
     _close(triton_ops.V7Ops.lora_act(h), rwkv7.TorchOps.lora_act(h), 1e-5)
     _close(triton_ops.V7Ops.relu_sq(h), rwkv7.TorchOps.relu_sq(h), 1e-6)
+
+
+def test_fused_draw_matches_the_torch_sampler():
+    """The default sampler's draw as one kernel (kernels.sampler) equals DeviceSampler's tensor operations: the
+    same tokens from the same random numbers, the same Mirostat updates, min-p and the open-action rule included."""
+    from bot.engine.kernels import sampler as fused
+    from bot.engine.sampling import MIN_P, DeviceSampler, SamplingParams, TokenTable
+
+    class Tok:
+        def token_bytes(self, t):
+            return "（".encode() if t == 5 else f"w{t}".encode()
+
+    V, R = 3000, 12
+    params = [SamplingParams(), SamplingParams(temperature=0.0), SamplingParams(temperature=0.7, min_p=0.05),
+              SamplingParams(temperature=1.3, mirostat_tau=2.0)] * 3
+    made = []
+    for kernel in (None, fused.draw):
+        dev = DeviceSampler(R, V, DEVICE, TokenTable(Tok(), V, DEVICE), draw_kernel=kernel)
+        dev.begin(list(range(R)), params, list(range(R)), [-1] * R)
+        dev.observe([9, 10, 11], [5, 5, 5])  # these replies now end with "（"
+        made.append(dev)
+    g = torch.Generator().manual_seed(8)
+    slots = torch.arange(R, device=DEVICE)
+    active = torch.ones(R, dtype=torch.bool, device=DEVICE)
+    for step in range(4):
+        logits = (torch.randn(R, V, generator=g) * 3).to(DEVICE)
+        a, b = (dev.sample(logits, slots, active, (MIN_P, 0)).tolist() for dev in made)
+        assert a == b
+    assert torch.allclose(made[0].mu, made[1].mu, atol=1e-9, rtol=0)

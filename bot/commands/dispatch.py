@@ -31,7 +31,7 @@ from bot.commands.messages import (CANCELLED, DONE, DOWNLOAD_FAILED, EMPTY, ENGI
 from bot.commands.replymode import REPLY_MODE, ALL, answers, starts_roleplay
 from bot.conversations import Busy, ChannelKey, ConversationError, Conversations, TurnStream, acting_for
 from bot.engine.params import ParamError
-from bot.engine.scheduler import GenerationCancelled
+from bot.engine.outputs import GenerationCancelled
 from bot.i18n import normalize_lang, t
 from bot.logs import current_channel
 

@@ -21,7 +21,8 @@ from bot.cards.turns import reply_cue, sanitize_name, sanitize_text, turn
 from bot.conversations.labels import distinct_label
 from bot.engine.backend import State, clone_state
 from bot.engine.params import SamplingParams
-from bot.engine.scheduler import Engine, EngineError, GenerationCancelled, GenerationResult
+from bot.engine.engine import Engine
+from bot.engine.outputs import EngineError, GenerationCancelled, GenerationResult
 from bot.store import (NAME_CHARS, Channel, SaveLimits, Store, Turn, expand_runs, run_length, split_by_lengths,
                        storable, tokens_from_bytes, tokens_to_bytes)
 

@@ -68,3 +68,14 @@ def clone_state(state: State) -> State:
 
 def states_equal(a: State, b: State) -> bool:
     return len(a) == len(b) and all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(a, b))
+
+
+def to_device(values, dtype, device) -> torch.Tensor:
+    """A small host list as a device tensor without making the host wait for the device's queue: on CUDA through
+    pinned memory (an upload from pageable memory may block until the stream is idle, which would undo running
+    a step ahead)."""
+    t = torch.tensor(values, dtype=dtype)
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)

@@ -1,39 +1,46 @@
-"""The batched engine: every active sequence in one forward call, states in a device pool.
+"""The batched engine: every active sequence in one forward call, states in a device slab.
 
-`BatchedBackend` implements the `Backend` protocol (bot.engine.backend) for RWKV-7 and RWKV-6 checkpoints:
+`BatchedBackend` serves RWKV-7 and RWKV-6 checkpoints:
 
-* Per-slot states live in a preallocated pool on the device (`rwkv7.Pools`); `load`/`save` are copies into and out
-  of one pool row, and a step reads and writes only the rows it serves (gathered by row index).
-* A step's rows that feed one token run through `decode_step`; on CUDA that is a captured CUDA graph per bucketed
-  batch size (1, 2, 4, 8, 16, 24, 32, 48, 64, ...), with padded rows pointed at a scratch pool row. Rows that feed
-  several tokens (prefill chunks of different lengths) are packed into one `forward_packed` call.
+* States live in one `StateSlab` on the device (bot.engine.states): rows for active sequences, rows that cache
+  states handed out, the initial state's row and a scratch row. A step reads and writes only the rows it serves.
+* Rows that feed one token run through `decode_step`; on CUDA that is a captured CUDA graph per bucketed batch size
+  (`BUCKETS`), with padded rows pointed at the scratch row. Rows that feed several tokens (prefill chunks of
+  different lengths) are packed into one `forward_packed` call.
 * Weights in fp16/bf16 (fp32 on the CPU), recurrent state in fp32. On CUDA the element-wise glue and the
   recurrences are Triton kernels (`bot.engine.kernels`), compiled at first use; the CPU path is plain torch.
-* `sample()` samples all rows on the device with per-row parameters (greedy, nucleus, Mirostat, the open-action
-  rule, penalties and bans) and brings the tokens back in one small transfer.
+
+It implements the `Backend` protocol (load/forward/save/release by slot), which tests and benchmarks use; the
+engine's `BatchedRunner` drives it through the slab and `StepGraph` directly, with sampling on the device.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
+from bot.config import SCHEMA
 from bot.engine import rwkv6, rwkv7
 from bot.engine.backend import ModelInfo, State
-from bot.engine.model import (ModelError, checkpoint_path, detect_version, file_id, load_state_file,
+from bot.engine.model import (STRATEGY, ModelError, checkpoint_path, detect_version, file_id, load_state_file,
                               read_checkpoint)
-from bot.engine.sampling import OPEN_ACTION, ReplySampler, mirostat_update
+from bot.engine.states import CachedState, StateSlab
 
 log = logging.getLogger(__name__)
 
-STRATEGY = re.compile(r"^(cuda(:\d+)?|cpu) (fp16|fp32|bf16)$")
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
-BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+MAX_BATCH = SCHEMA["model"]["max_batch"].default
+BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024, 1280,
+           1536, 2048, 2560, 3072, 4096)
+CACHE_ROWS = 1.0  # rows that cache returned states, per row of max_batch (the next turn then needs no upload)
+
+
+def bucket_of(batch: int, limit: int) -> int:
+    """The graph size a step of `batch` rows runs at."""
+    return next((b for b in BUCKETS if b >= batch and b <= limit), limit)
 
 
 def parse_strategy(strategy: str) -> tuple[torch.device, torch.dtype]:
@@ -59,8 +66,9 @@ def pick_ops(version: int, device: torch.device):
 
 
 class BatchedBackend:
-    def __init__(self, path: str | Path, strategy: str, state_file: str | None = None, max_batch: int = 256,
-                 progress=None, cuda_graphs: bool | None = None, weights: dict[str, torch.Tensor] | None = None):
+    def __init__(self, path: str | Path, strategy: str, state_file: str | None = None, max_batch: int = MAX_BATCH,
+                 progress=None, cuda_graphs: bool | None = None, weights: dict[str, torch.Tensor] | None = None,
+                 cache_rows: int | None = None):
         """`weights`: checkpoint tensors already in memory (benchmarks); `path` then only names the model."""
         self.device, self.dtype = parse_strategy(strategy)
         if weights is None:
@@ -82,23 +90,20 @@ class BatchedBackend:
                               head_size=z["head_size"], vocab_size=z["vocab"], path=str(ckpt),
                               strategy=strategy, backend="batched", file_id=fid)
         self.max_batch = max_batch
-        self.scratch_row = max_batch  # padded rows of a bucketed step read and write here
-        self.pools = rwkv7.Pools.empty(z["n_layer"], max_batch + 1, z["n_embd"], z["head_size"], self.dtype,
-                                       self.device)
-        self._rows: dict[int, int] = {}  # slot -> pool row
-        self._free = list(range(max_batch - 1, -1, -1))
         self.ops = pick_ops(version, self.device)
-        self._initial = (load_state_file(state_file, version, z["n_layer"], z["n_embd"], self.dtype)
-                         if state_file else None)
+        initial = (load_state_file(state_file, version, z["n_layer"], z["n_embd"], self.dtype)
+                   if state_file else self._zeros())
+        cache_rows = int(CACHE_ROWS * max_batch) if cache_rows is None else cache_rows
+        self.slab = StateSlab(z["n_layer"], z["n_embd"], z["head_size"], self.dtype, self.device,
+                              max_batch + cache_rows, initial)
+        self.pools = self.slab.pools
+        self.scratch_row = self.slab.scratch_row
+        self._rows: dict[int, int] = {}  # slot -> slab row, for the Backend protocol
         self.use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        self._graphs: dict[int, _DecodeGraph] = {}
-        self._graph_pool = None
-        self.sampler = BatchSampler(self.device)
+        self._graphs: dict[int, StepGraph] = {}
+        self.graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
 
-    # ----- Backend protocol ---------------------------------------------------------------------------------
-    def zero_state(self) -> State:
-        if self._initial is not None:
-            return [t.clone() for t in self._initial]
+    def _zeros(self) -> State:
         z, state = self.z, []
         H, N, C = z["n_head"], z["head_size"], z["n_embd"]
         for _ in range(z["n_layer"]):
@@ -106,23 +111,32 @@ class BatchedBackend:
                       torch.zeros(C, dtype=self.dtype)]
         return state
 
+    # ----- Backend protocol ---------------------------------------------------------------------------------
+    def zero_state(self) -> CachedState:
+        return self.slab.initial_state()
+
     def load(self, slot: int, state: State) -> None:
+        self.slab.check(state)
         row = self._rows.get(slot)
         if row is None:
-            if not self._free:
-                raise RuntimeError(f"batched backend: all {self.max_batch} pool rows are in use")
-            row = self._rows[slot] = self._free.pop()
-        self._check_state(state)
+            row = self._rows[slot] = self.slab.acquire()
         with torch.no_grad():
-            self.pools.write(row, state)
+            self.slab.load([row], [state])
 
     def save(self, slot: int) -> State:
-        return self.pools.read(self._rows[slot])
+        """A copy of the slot's state (it stays loaded)."""
+        row = self.slab.acquire()
+        idx = lambda r: torch.tensor([r], device=self.device)
+        for pool in (self.pools.att_x, self.pools.kv, self.pools.ffn_x):
+            pool.index_copy_(1, idx(row), pool.index_select(1, idx(self._rows[slot])))
+        pending = self.slab.save([row])
+        pending.wait()
+        return pending.states[0]
 
     def release(self, slot: int) -> None:
         row = self._rows.pop(slot, None)
         if row is not None:
-            self._free.append(row)
+            self.slab.release(row)
 
     def forward(self, rows: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
         if not rows:
@@ -135,48 +149,49 @@ class BatchedBackend:
         one = [i for i, (_, t) in enumerate(rows) if len(t) == 1]
         many = [i for i, (_, t) in enumerate(rows) if len(t) > 1]
         with torch.no_grad():
+            decode = lambda: self.decode([t[0] for _, t in (rows[i] for i in one)],
+                                         [self._rows[rows[i][0]] for i in one])
+            prefill = lambda: self.prefill([list(rows[i][1]) for i in many], [self._rows[rows[i][0]] for i in many])
             if not many:
-                return self._decode([rows[i] for i in one])
+                return decode()
             if not one:
-                return self._prefill([rows[i] for i in many])
+                return prefill()
             out = torch.empty(len(rows), self.info.vocab_size, device=self.device)
-            out[torch.tensor(one, device=self.device)] = self._decode([rows[i] for i in one])
-            out[torch.tensor(many, device=self.device)] = self._prefill([rows[i] for i in many])
+            out[torch.tensor(one, device=self.device)] = decode()
+            out[torch.tensor(many, device=self.device)] = prefill()
             return out
 
-    # ----- sampling -----------------------------------------------------------------------------------------
-    def sample(self, logits: torch.Tensor, samplers: list[ReplySampler], banned: list[set[int]],
-               texts: list[str]) -> list[int]:
-        return self.sampler.sample(logits, samplers, banned, texts)
-
-    # ----- internals ----------------------------------------------------------------------------------------
-    def _check_state(self, state: State) -> None:
-        z = self.z
-        if len(state) != 3 * z["n_layer"] or tuple(state[1].shape) != (z["n_head"], z["head_size"], z["head_size"]):
-            raise ValueError("state does not match this model's shape")
-
-    def _decode(self, rows: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
-        B = len(rows)
-        tokens = [t[0] for _, t in rows]
-        pool_rows = [self._rows[s] for s, _ in rows]
+    # ----- by slab row --------------------------------------------------------------------------------------
+    def decode(self, tokens: Sequence[int], rows: Sequence[int]) -> torch.Tensor:
+        """One token for each row (the graph of its bucket on CUDA); float32 logits (B, V)."""
+        B = len(tokens)
         if self.use_graphs and B <= self.max_batch:
-            bucket = next(b for b in BUCKETS + (self.max_batch,) if b >= B)
+            bucket = bucket_of(B, self.max_batch)
             graph = self._graphs.get(bucket)
             if graph is None:
-                graph = self._graphs[bucket] = self._capture(bucket)
-            return graph.run(tokens, pool_rows, self.scratch_row)
-        tok = torch.tensor(tokens, dtype=torch.long).to(self.device)
-        idx = torch.tensor(pool_rows, dtype=torch.long).to(self.device)
+                graph = self._graphs[bucket] = self.capture(bucket, 2, self.decode_fn)
+            return graph.run([list(tokens), list(rows)], [0, self.scratch_row])[:B].clone()
+        tok = torch.tensor(list(tokens), dtype=torch.long).to(self.device)
+        idx = torch.tensor(list(rows), dtype=torch.long).to(self.device)
         return self.model.decode_step(self.z, tok, idx, self.pools, self.ops)
 
-    def _prefill(self, rows: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
-        packed = rwkv7.Packed.build([list(t) for _, t in rows], [self._rows[s] for s, _ in rows], self.device)
+    def decode_fn(self, inputs: torch.Tensor, scratch: dict) -> torch.Tensor:
+        """The decode step over static inputs (tokens, rows), for graph capture."""
+        if "x" not in scratch:
+            B, C = inputs.shape[1], self.z["n_embd"]
+            scratch["x"] = torch.zeros(B, C, dtype=torch.float32, device=self.device)
+            scratch["v_first"] = torch.zeros(B, C, dtype=torch.float32, device=self.device)
+        return self.model.decode_step(self.z, inputs[0], inputs[1], self.pools, self.ops, v_first=scratch["v_first"],
+                                      x=scratch["x"])
+
+    def prefill(self, seqs: Sequence[Sequence[int]], rows: Sequence[int]) -> torch.Tensor:
+        """Several sequences of any lengths in one packed call; float32 logits after each one's last token."""
+        packed = rwkv7.Packed.build([list(s) for s in seqs], list(rows), self.device)
         return self.model.forward_packed(self.z, packed, self.pools, self.ops)
 
-    def _capture(self, bucket: int) -> "_DecodeGraph":
-        if self._graph_pool is None:
-            self._graph_pool = torch.cuda.graph_pool_handle()
-        return _DecodeGraph(self, bucket, self._graph_pool)
+    def capture(self, bucket: int, fields: int, fn, fill: Sequence[int] | None = None) -> "StepGraph":
+        return StepGraph(self, bucket, fields, fn, self.graph_pool,
+                         fill if fill is not None else [0, self.scratch_row] + [0] * (fields - 2))
 
     def warmup(self, buckets: Sequence[int] = ()) -> None:
         """Capture the decode graphs for these batch sizes now (the first step at a new size otherwise pays)."""
@@ -184,27 +199,27 @@ class BatchedBackend:
             return
         with torch.no_grad():
             for b in buckets:
-                bucket = next(x for x in BUCKETS + (self.max_batch,) if x >= b)
-                if bucket not in self._graphs and bucket <= self.max_batch:
-                    self._graphs[bucket] = self._capture(bucket)
+                bucket = bucket_of(b, self.max_batch)
+                if bucket not in self._graphs:
+                    self._graphs[bucket] = self.capture(bucket, 2, self.decode_fn)
 
 
-class _DecodeGraph:
-    """A CUDA graph of one decode step at a fixed batch size, over static token/row buffers."""
+class StepGraph:
+    """A CUDA graph of `fn(inputs, scratch)` at a fixed batch size over a static (fields, bucket) long input
+    buffer, refilled from pinned host memory before each replay. `fill` is each field's value for padded columns
+    (they point at the scratch row), also used while warming up and capturing."""
 
-    def __init__(self, backend: BatchedBackend, bucket: int, pool):
-        dev, z = backend.device, backend.z
-        self.bucket = bucket
-        self.inputs = torch.zeros(2, bucket, dtype=torch.long, device=dev)  # tokens, pool rows
-        self.inputs[1].fill_(backend.scratch_row)
-        self.tokens, self.rows = self.inputs[0], self.inputs[1]
-        self.x = torch.zeros(bucket, z["n_embd"], dtype=torch.float32, device=dev)
-        self.v_first = torch.zeros(bucket, z["n_embd"], dtype=torch.float32, device=dev)
-        self.host = torch.zeros(2, bucket, dtype=torch.long).pin_memory()
+    def __init__(self, backend: BatchedBackend, bucket: int, fields: int, fn, pool, fill: Sequence[int]):
+        dev = backend.device
+        self.bucket, self.fill = bucket, list(fill)
+        self.inputs = torch.tensor(self.fill, dtype=torch.long, device=dev).unsqueeze(1).repeat(1, bucket)
+        self.host = torch.zeros(fields, bucket, dtype=torch.long).pin_memory()
         self.copied: torch.cuda.Event | None = None
-        step = lambda: backend.model.decode_step(z, self.tokens, self.rows, backend.pools, backend.ops,
-                                                 v_first=self.v_first, x=self.x)
-        # Warm up on a side stream (kernel compilation, cuBLAS handles), on the scratch row only.
+        # Buffers the step makes for itself (made on the first warm-up call): the graph writes them at every
+        # replay, so they live as long as the graph.
+        self.scratch: dict = {}
+        step = lambda: fn(self.inputs, self.scratch)
+        # Warm up on a side stream (kernel compilation, cuBLAS handles), on padding only.
         side = torch.cuda.Stream(device=dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):
@@ -213,133 +228,18 @@ class _DecodeGraph:
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool):
-            self.logits = step()
+            self.output = step()
 
-    def run(self, tokens: Sequence[int], rows: Sequence[int], scratch_row: int) -> torch.Tensor:
-        B = len(tokens)
+    def run(self, columns: Sequence[Sequence[int]], fill: Sequence[int] | None = None):
+        """Replay with these input columns (each field a list of length B <= bucket); returns the static output."""
+        B = len(columns[0])
         if self.copied is not None:
-            self.copied.synchronize()  # the last step's copy out of the pinned buffer is done: reuse it
-        self.host.zero_()
-        self.host[1].fill_(scratch_row)
-        self.host[0, :B] = torch.tensor(tokens, dtype=torch.long)
-        self.host[1, :B] = torch.tensor(rows, dtype=torch.long)
+            self.copied.synchronize()  # the last replay's copy out of the pinned buffer is done: reuse it
+        for f, values in enumerate(columns):
+            self.host[f, B:] = self.fill[f] if fill is None else fill[f]
+            self.host[f, :B] = torch.tensor(values, dtype=torch.long)
         self.inputs.copy_(self.host, non_blocking=True)
         self.copied = torch.cuda.Event()
         self.copied.record()
         self.graph.replay()
-        return self.logits[:B].clone()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Sampling on the device
-
-
-class BatchSampler:
-    """All rows of a step sampled on the device, each with its own ReplySampler's parameters; agrees with
-    ReplySampler.sample (greedy exactly; otherwise the same distribution) and updates Mirostat mu/lr like it."""
-
-    def __init__(self, device: torch.device, seed: int | None = None):
-        self.device = device
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
-
-    def sample(self, logits: torch.Tensor, samplers: list[ReplySampler], banned: list[set[int]],
-               texts: list[str]) -> list[int]:
-        R = len(samplers)
-        if R == 0:
-            return []
-        dev = self.device
-        logits = logits.to(dev).float()
-        V = logits.shape[1]
-        adjusted = self._adjust(logits, samplers, banned)
-        greedy = [s.greedy for s in samplers]
-        if all(greedy):
-            return torch.argmax(adjusted, dim=-1).tolist()
-        action = [i for i, s in enumerate(samplers) if not greedy[i] and texts[i].endswith(OPEN_ACTION)]
-        sub = [i for i, s in enumerate(samplers) if not greedy[i] and not texts[i].endswith(OPEN_ACTION)]
-        miro = [i for i in sub if samplers[i].params.mirostat_tau > 0]
-
-        tokens = torch.argmax(adjusted, dim=-1)  # greedy rows keep this
-        surprise = torch.zeros(R, device=dev)
-        if action:
-            rows = torch.tensor(action, device=dev)
-            top = torch.topk(adjusted[rows], 20, dim=-1)
-            pick = torch.multinomial(torch.softmax(top.values / 1000.0, dim=-1), 1, generator=self.generator)
-            tokens[rows] = top.indices.gather(1, pick).squeeze(1)
-        if sub:
-            # Per-row parameters in one transfer: temperature, top_p, top_k, min_p, mirostat?, mu.
-            table = torch.tensor([[samplers[i].params.temperature, samplers[i].params.top_p,
-                                   samplers[i].params.top_k, samplers[i].params.min_p,
-                                   1.0 if samplers[i].params.mirostat_tau > 0 else 0.0, samplers[i].mu]
-                                  for i in sub], dtype=torch.float32).to(dev, non_blocking=True)
-            temperature, top_p, top_k, min_p, is_miro, mu = table.t().contiguous().unsqueeze(-1)
-            rows = torch.tensor(sub, device=dev) if len(sub) < R else None
-            sorted_logits, sorted_ids = torch.sort(adjusted if rows is None else adjusted[rows], dim=-1,
-                                                   descending=True)
-            pos = torch.arange(V, device=dev).unsqueeze(0)
-            probs = torch.softmax(sorted_logits, dim=-1)  # descending
-            zero = torch.zeros((), device=dev)
-            any_miro, all_miro = bool(miro), len(miro) == len(sub)
-            if any_miro:
-                # Mirostat: keep the tokens before the first one whose surprise -log2(p) exceeds mu (at least one);
-                # renormalising the kept probabilities equals the reference's softmax over the kept logits.
-                keep = (probs >= torch.exp2(-mu)).sum(dim=1, keepdim=True).clamp(min=1)
-                miro_probs = torch.where(pos < keep, probs, zero)
-            if not all_miro:
-                # Nucleus (PIPELINE): drop tokens less likely than the one where the running total reaches top_p.
-                cut = torch.searchsorted(torch.cumsum(probs, dim=-1), top_p, right=False).clamp(max=V - 1)
-                nuc_probs = torch.where(probs < probs.gather(1, cut), zero, probs)
-            kept = miro_probs if all_miro else nuc_probs if not any_miro else torch.where(is_miro > 0, miro_probs,
-                                                                                          nuc_probs)
-            if any(samplers[i].params.top_k > 0 for i in sub):
-                kept = torch.where((top_k > 0) & (pos >= top_k), zero, kept)
-            if any(samplers[i].params.min_p > 0 for i in sub):
-                kept = torch.where((min_p > 0) & (kept < kept[:, :1] * min_p), zero, kept)
-            if any(samplers[i].params.temperature != 1.0 for i in sub):
-                kept = kept / kept[:, :1]  # the top token is always kept: scale it to 1 so the power can't underflow
-                kept = torch.where(temperature != 1.0, kept ** (1.0 / temperature), kept)
-            pick = torch.multinomial(kept, 1, generator=self.generator)  # multinomial normalises itself
-            chosen = sorted_ids.gather(1, pick).squeeze(1)
-            chosen_surprise = -torch.log2(probs.gather(1, pick).squeeze(1))
-            if rows is None:
-                tokens, surprise = chosen, chosen_surprise
-            else:
-                tokens[rows] = chosen
-                surprise[rows] = chosen_surprise
-        # One transfer back: tokens and the surprise of each drawn token (for Mirostat's update).
-        both = torch.stack([tokens.double(), surprise.double()]).cpu()
-        out = [int(t) for t in both[0].tolist()]
-        if miro:
-            surprises = both[1].tolist()
-            for i in miro:
-                s = samplers[i]
-                s.mu, s.lr = mirostat_update(s.mu, s.lr, surprises[i], s.params.mirostat_tau,
-                                             s.params.mirostat_lr_decay)
-        return out
-
-    def _adjust(self, logits: torch.Tensor, samplers: list[ReplySampler], banned: list[set[int]]) -> torch.Tensor:
-        """Penalties and bans (ReplySampler.adjust for every row) as two scatters built with numpy on the host."""
-        V = logits.shape[1]
-        rows, tokens, amounts = [], [], []
-        for i, s in enumerate(samplers):
-            occ = s.occurrence
-            if occ:
-                counts = np.fromiter(occ.values(), dtype=np.float64, count=len(occ))
-                rows.append(np.full(len(occ), i, dtype=np.int64))
-                tokens.append(np.fromiter(occ.keys(), dtype=np.int64, count=len(occ)))
-                # As ReplySampler: the amount in float64, subtracted from the float32 logit.
-                amounts.append(s.params.presence_penalty + counts * s.params.frequency_penalty)
-        ban_rows = [i for i, b in enumerate(banned) for _ in b]
-        if not rows and not ban_rows:
-            return logits
-        adjusted = logits.clone()
-        flat = adjusted.view(-1)
-        if rows:
-            idx = torch.from_numpy(np.concatenate(rows) * V + np.concatenate(tokens))
-            amount = torch.from_numpy(-np.concatenate(amounts).astype(np.float32))
-            # The (row, token) pairs are unique, so one scatter-add equals the reference's per-token subtraction.
-            flat.index_add_(0, idx.to(flat.device, non_blocking=True), amount.to(flat.device, non_blocking=True))
-        if ban_rows:
-            idx = torch.tensor([i * V + t for i, b in enumerate(banned) for t in b], dtype=torch.long)
-            flat.index_fill_(0, idx.to(flat.device, non_blocking=True), -float("inf"))
-        return adjusted
+        return self.output

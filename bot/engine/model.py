@@ -62,11 +62,13 @@ def file_id(path: Path) -> str:
     return h.hexdigest()[:24]
 
 
-V7_STRATEGY = re.compile(r"^(cuda(:\d+)?|cpu) (fp16|fp32|bf16)$")
+# The strategies RWKV-7 supports in the package, and all the batched engine serves.
+# What RWKV-7 supports in the package, and every strategy the batched engine serves.
+STRATEGY = re.compile(r"^(cuda(:\d+)?|cpu) (fp16|fp32|bf16)$")
 
 
 def check_strategy(version: int, strategy: str) -> None:
-    if version == 7 and not V7_STRATEGY.match(strategy):
+    if version == 7 and not STRATEGY.match(strategy):
         raise ModelError(f"model.strategy {strategy!r}: RWKV-7 supports only 'cuda|cpu fp16|fp32|bf16'")
 
 

@@ -16,12 +16,13 @@ Triton kernels in `bot.engine.kernels` (fused, GPU only). Both compute the same 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from bot.engine.backend import to_device
 
 MIX_ORDER = ("x_r", "x_k", "x_v", "x_w", "x_a", "x_g")  # mix[:3] feed R, K, V; mix[2:] feed the LoRAs
 LORA_ORDER = ("v", "w", "a", "g")  # = mix[2:]: value residual, decay, in-context rate, gate
@@ -51,14 +52,6 @@ class Pools:
         self.kv[:, row] = torch.stack([state[3 * i + 1] for i in range(L)]).to(self.kv)
         self.ffn_x[:, row] = torch.stack([state[3 * i + 2] for i in range(L)]).to(self.ffn_x)
 
-    def read(self, row: int) -> list[torch.Tensor]:
-        """Pool row `row` as a package-layout state on the CPU."""
-        att, kv, ffn = (t[:, row].to("cpu", copy=True) for t in (self.att_x, self.kv, self.ffn_x))
-        out: list[torch.Tensor] = []
-        for i in range(att.shape[0]):
-            out += [att[i].clone(), kv[i].clone(), ffn[i].clone()]
-        return out
-
 
 @dataclass
 class Packed:
@@ -84,7 +77,7 @@ class Packed:
             shift.extend(len(lens) + pos + t for t in range(n - 1))
             pos += n
         flat = [t for s in seqs for t in s]
-        as_long = lambda v: torch.tensor(v, dtype=torch.long).to(device, non_blocking=True)
+        as_long = lambda v: to_device(v, torch.long, device)
         return cls(tokens=as_long(flat), rows=as_long(list(rows)), starts=as_long(starts), lens=as_long(lens),
                    last=as_long([a + n - 1 for a, n in zip(starts, lens)]), shift_src=as_long(shift),
                    max_len=max(lens))
@@ -328,17 +321,3 @@ def forward_packed(z: dict, packed: Packed, pools: Pools, ops=TorchOps) -> torch
         delta = ops.relu_sq(kin @ L["ffn_K"]) @ L["ffn_V"]
     x = ops.add_ln(x[packed.last], delta[packed.last], z["ln_out_w"], z["ln_out_b"], dtype)
     return (x @ z["head"]).float()
-
-
-def state_dtype_of(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the x_prev vectors in a state (the package keeps them in the activation dtype)."""
-    return dtype
-
-
-def flops_per_token(z: dict) -> float:
-    C, L = z["n_embd"], z["n_layer"]
-    D = z["layers"][0]["lora1"].shape[-1]
-    return 2.0 * (L * (4 * C * C + 8 * C * C + 8 * C * D) + C * z["vocab"])
-
-
-del math

@@ -9,8 +9,9 @@
   block of value rows): state rows are independent, so a single long sequence still spreads over the GPU.
 * `wkv6_decode`, `lora_act`, `relu_sq`, `add_ln`: small fusions.
 
-States are float32; inputs may be fp16/bf16/fp32; all arithmetic in float32. Testable on the CPU with
-TRITON_INTERPRET=1.
+States are float32; inputs may be fp16/bf16/fp32; all arithmetic in float32. Sizes that change from step to step
+(rows, packed tokens) are not specialised on, so a new size never stops a step to compile a kernel variant.
+Testable on the CPU with TRITON_INTERPRET=1.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _tanh(x):
     return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["B"])
 def _add_ln_shift_mix_kernel(x_ptr, delta_ptr, w_ptr, b_ptr, pool_ptr, rows_ptr, maa_ptr, out_ptr, B, C, eps,
                              HAS_DELTA: tl.constexpr, HAS_POOL: tl.constexpr, M: tl.constexpr,
                              BLOCK_C: tl.constexpr):
@@ -68,7 +69,7 @@ def _add_ln_shift_mix_kernel(x_ptr, delta_ptr, w_ptr, b_ptr, pool_ptr, rows_ptr,
         tl.store(out_ptr + pid * C + offs, xx.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_per", "total"])
 def _lora_act_kernel(h_ptr, out_ptr, n_per, total, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
@@ -78,7 +79,7 @@ def _lora_act_kernel(h_ptr, out_ptr, n_per, total, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, h.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["total"])
 def _relu_sq_kernel(x_ptr, out_ptr, total, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
@@ -87,7 +88,7 @@ def _relu_sq_kernel(x_ptr, out_ptr, total, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, (x * x).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["B"])
 def _wkv7_decode_kernel(rkv_ptr, lora_ptr, vf_ptr, state_ptr, rows_ptr, out_ptr,
                         w0_ptr, a0_ptr, v0_ptr, kk_ptr, ka_ptr, rk_ptr, lnw_ptr, lnb_ptr,
                         B, C, decay_scale, eps, LAYER0: tl.constexpr, N: tl.constexpr):
@@ -168,7 +169,7 @@ def _wkv7_seq_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, y_ptr, state_ptr,
     tl.store(sp, S)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "S"])
 def _shift_mix_kernel(xx_ptr, pool_ptr, rows_ptr, src_ptr, maa_ptr, out_ptr, T, S, C, M: tl.constexpr,
                       BLOCK_C: tl.constexpr):
     """Packed token shift: token t mixes with xx[src - S], or with pool[rows[src]] when src < S (a sequence's
@@ -188,7 +189,7 @@ def _shift_mix_kernel(xx_ptr, pool_ptr, rows_ptr, src_ptr, maa_ptr, out_ptr, T, 
         tl.store(out_ptr + (m * T + t).to(tl.int64) * C + offs, mix.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["TC"])
 def _wkv7_prep_kernel(rkv_ptr, lora_ptr, vf_ptr, out_ptr, w0_ptr, a0_ptr, v0_ptr, kk_ptr, ka_ptr, TC, C,
                       decay_scale, LAYER0: tl.constexpr, N: tl.constexpr):
     """Per (token, head): the recurrence inputs from the raw products (RWKV-7), into out (6, T, C) float32 as
@@ -221,7 +222,7 @@ def _wkv7_prep_kernel(rkv_ptr, lora_ptr, vf_ptr, out_ptr, w0_ptr, a0_ptr, v0_ptr
     tl.store(out_ptr + 5 * TC + base + c, kk * rate)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["TC"])
 def _wkv7_post_kernel(y_ptr, prep_ptr, lora_ptr, out_ptr, rk_ptr, lnw_ptr, lnb_ptr, TC, C, eps,
                       N: tl.constexpr):
     """Per (token, head): group norm of the recurrence output, the r.k bonus and the gate -> out (T, C)."""
