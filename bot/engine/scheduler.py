@@ -17,7 +17,7 @@ from typing import Sequence
 
 from bot.engine.backend import State
 from bot.engine.detokenizer import ReplyText
-from bot.engine.outputs import GenerationResult, StepOutput
+from bot.engine.outputs import GenerationCancelled, GenerationResult, StepOutput
 from bot.engine.params import SamplingParams
 from bot.engine.sampling import FIRST_STEP_BANNED_TEXT
 
