@@ -265,9 +265,10 @@ class Engine:
                         done.set_result(fn())
                     except Exception as exc:
                         done.set_exception(exc)
-            changed: list = scheduler.queue_moved()
+            changed: list = []
             if scheduler.has_work() or runner.busy():
                 plan = scheduler.schedule()
+                changed = scheduler.queue_moved()  # after admission: only jobs that really wait
                 try:
                     done_plan, output = runner.execute(plan)
                     self.recovery.step_succeeded()

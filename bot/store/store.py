@@ -232,6 +232,12 @@ class Store:
             return (await s.execute(select(Turn).where(Turn.channel_id == channel_id)
                                     .order_by(Turn.position.desc()).limit(1))).scalar_one_or_none()
 
+    async def head_turn_id(self, channel_id: int) -> int:
+        """The id of the channel's last turn (0: none)."""
+        async with self.sessions() as s:
+            return (await s.execute(select(Turn.id).where(Turn.channel_id == channel_id)
+                                    .order_by(Turn.position.desc()).limit(1))).scalar_one_or_none() or 0
+
     async def commit_turn(self, channel_id: int, turn: dict, state: State, fingerprint: str, tokens: int, *,
                           replace: bool = False, rebase: tuple[int, State, int] | None = None) -> int:
         """Atomically: the turn, its resulting state, the channel's head; prunes old snapshots.

@@ -53,7 +53,7 @@ class DiscordSurface(Surface):
     def limit(self) -> int:
         return self.target.limit
 
-    async def post(self, index: int, text: str, *, final: bool):
+    async def post(self, index: int, text: str, *, final: bool, buttons=()):
         while True:
             target = self.target
             try:
@@ -65,7 +65,7 @@ class DiscordSurface(Surface):
                 target.refused(exc)
                 self.target = target.fallback
 
-    async def edit(self, handle, index: int, text: str, *, final: bool):
+    async def edit(self, handle, index: int, text: str, *, final: bool, buttons=()):
         message, target = handle
         try:
             await message.edit(content=target.render(index, text), allowed_mentions=NONE)
