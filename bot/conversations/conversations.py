@@ -109,6 +109,7 @@ class TurnStream:
         self.notice = notice  # a bot.i18n key, e.g. "message_truncated", filled in with notice_args
         self.notice_args = notice_args or {}
         self.owner = owner  # "platform:user_id" of whom it answers ("" where nobody asked): /stop is theirs
+        self.stopped = False  # /stop was asked for
         self._generation = generation
         self._committed = committed
 
@@ -123,6 +124,7 @@ class TurnStream:
 
     def stop(self) -> None:
         """End the reply here and keep what it wrote (nothing written: the turn is dropped)."""
+        self.stopped = True
         self._generation.stop()
 
     @property
@@ -364,6 +366,8 @@ class Conversations(Swipes):
             f.committed.set_result(TurnResult(storable(result.text), f.record["out_speaker"], position,
                                               result.stop_reason, turn_id, label))
         except BaseException as exc:  # cancelled or failed: nothing was committed; the channel is unchanged
+            if isinstance(exc, GenerationCancelled) and f.stream is not None and f.stream.stopped:
+                exc = TurnStopped()  # /stop before a word (the engine dropped it as a cancel)
             if not isinstance(exc, (GenerationCancelled, asyncio.CancelledError, _NotStored, ConversationError)):
                 log.error("channel %s: turn failed: %s: %s", ch.id, exc.__class__.__name__, exc)
             if not f.committed.done():
