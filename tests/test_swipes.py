@@ -187,19 +187,21 @@ async def test_the_queue_place_shows_and_stop_before_a_word_drops_the_turn(tmp_p
             for text in ("/start", LONG):
                 await bot.say(chat, chat.id, text)
         pace(bot.app.engine, 0.02)
-        for chat in chats:
+        for chat, shown in zip(chats, (None, "(queued, 0 ahead)", "(queued, 1 ahead)")):  # one after the other
             server.send_text(chat, chat.id, "tell me a very long story")
-        waiting = await server.wait_for(lambda: next((m for m in server.messages(66)[1:]
-                                                       if m.text == "(queued, 1 ahead)"), None), timeout=30)
+            await server.wait_for(lambda: len(server.messages(chat)) > 2 and (
+                shown is None or server.messages(chat)[2].text == shown), timeout=30)
+        waiting = server.messages(66)[2]
         assert "⏹" in server.button_labels(waiting)
         await bot.say(chats[0], 64, "/stop")  # the first one ends; the second takes the slot
         await server.wait_for(lambda: waiting.text == "(queued, 0 ahead)", timeout=30)
-        done = bot.adapter.messages_done
         server.press_button(chats[2], 66, waiting, server.button_data(waiting)[0])
         await server.wait_for(lambda: waiting.text == "(stopped before it wrote anything)", timeout=30)
         assert await bot.turns("66") == [], "stopped before a word: the turn is dropped"
+        await server.wait_for(lambda: len(server.messages(65)) > 2  # greeting, "Set ...", the reply: it writes
+                              and not server.messages(65)[2].text.startswith("(queued"), timeout=30)
         await bot.say(chats[1], 65, "/stop")
-        await server.wait_for(lambda: bot.adapter.messages_done >= done + 3, timeout=30)
+        await server.wait_for(lambda: "◀" in server.button_labels(server.messages(65)[2]), timeout=30)
         bot.app.engine.step_hook = None
         assert len(await bot.turns("64")) == 1 and len(await bot.turns("65")) == 1
         assert server.button_labels(waiting) == []
