@@ -39,12 +39,13 @@ async def press(cmds, ctx: Context, button: ButtonPress) -> list:
         return [Reply(t("button_not_yours", ctx.lang), ephemeral=True)]
     if button.action == STOP:
         return _stop(cmds, ctx)
-    if await cmds.conversations.last_turn_id(ctx.key) != button.turn_id:
+    turn_id, speaker = await cmds.conversations.last_turn(ctx.key)
+    if turn_id != button.turn_id:
         return [Reply(t("swipe_too_old", ctx.lang), ephemeral=True)]
-    return [_swiping(cmds, ctx, button)]
+    return [_swiping(cmds, ctx, button, speaker)]
 
 
-def _swiping(cmds, ctx: Context, button: ButtonPress) -> ReplyStream:
+def _swiping(cmds, ctx: Context, button: ButtonPress, speaker: str) -> ReplyStream:
     """The swipe, done in the channel's order once the adapter paints it (the press is answered before)."""
     turn = []
 
@@ -66,4 +67,4 @@ def _swiping(cmds, ctx: Context, button: ButtonPress) -> ReplyStream:
         for writing in turn:
             writing.cancel()
 
-    return ReplyStream("", None, events(), cancel, stop_buttons(button.owner))
+    return ReplyStream(speaker, None, events(), cancel, stop_buttons(button.owner))

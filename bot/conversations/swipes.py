@@ -90,11 +90,12 @@ class Swipes:
             raise _defs().ConversationError("swipe_too_old")
         return ch.head, turn_id, label
 
-    async def last_turn_id(self, key) -> int:
-        """The id of the channel's last turn (0: none), read without waiting for the channel: the quick answer to
-        a swipe button (the swipe itself checks again in the channel's order)."""
+    async def last_turn(self, key) -> tuple[int, str]:
+        """(the id of the channel's last turn, who spoke its reply); (0, "") when none. Read without waiting for
+        the channel: the quick answer to a swipe button (the swipe itself checks again in the channel's order)."""
         ch = await self.store.find_channel(key.platform, key.external_id)
-        return await self.store.head_turn_id(ch.id) if ch is not None else 0
+        last = await self.store.last_turn(ch.id) if ch is not None else None
+        return (last.id, last.out_speaker) if last is not None else (0, "")
 
     def writing(self, key):
         """The reply being written in this channel now (a TurnStream), or None."""

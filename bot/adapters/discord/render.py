@@ -7,6 +7,7 @@ import logging
 
 import discord
 
+from bot.adapters.discord.buttons import view_of
 from bot.adapters.discord.personas import NONE, Target
 from bot.adapters.discord.text import LIMIT
 from bot.adapters.painter import Gone, Skipped, Surface, Undeliverable
@@ -57,7 +58,7 @@ class DiscordSurface(Surface):
         while True:
             target = self.target
             try:
-                return await target.post(target.render(index, text)), target
+                return await target.post(target.render(index, text), view_of(buttons)), target
             except discord.HTTPException as exc:
                 if target.fallback is None or not refused_here(exc):
                     raise failed(exc, final) from None
@@ -68,7 +69,8 @@ class DiscordSurface(Surface):
     async def edit(self, handle, index: int, text: str, *, final: bool, buttons=()):
         message, target = handle
         try:
-            await message.edit(content=target.render(index, text), allowed_mentions=NONE)
+            await message.edit(content=target.render(index, text), allowed_mentions=NONE,
+                               view=view_of(buttons) or None)
         except discord.NotFound:  # deleted meanwhile (a moderator, a removed webhook)
             raise Gone("the message was deleted") from None
         except discord.HTTPException as exc:
