@@ -1083,6 +1083,56 @@ class FakeDiscord:
         await self._dispatch_interaction(inter)
         return inter
 
+    async def press_button(self, message_id: int, custom_id: str, user_id: int,
+                           locale: str = "en-US") -> FakeInteraction:
+        """A user presses the button ``custom_id`` under a message (a component interaction, type 3). As on
+        Discord, only a button the message shows now can be pressed (FakeDiscordError otherwise). Its
+        ``@original`` is the message the button is on: a deferred update (callback type 6) or an update (7) and
+        later edits of ``@original`` change that message."""
+        msg = self.messages.get(message_id)
+        if msg is None or msg.deleted:
+            raise FakeDiscordError(f"no message {message_id}")
+        if custom_id not in self.button_ids(msg):
+            raise FakeDiscordError(f"message {message_id} shows no button {custom_id!r}")
+        channel = self._channel(msg.channel_id)
+        guild = self.guilds.get(channel.guild_id) if channel.guild_id else None
+        if user_id not in self.users or (guild is not None and user_id not in guild.members):
+            raise FakeDiscordError(f"user {user_id} cannot see message {message_id}")
+        inter_id = self.snowflake()
+        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
+        payload: dict[str, Any] = {
+            "id": str(inter_id), "application_id": str(self.application_id), "type": 3,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": self._message_payload(msg, gateway=False),
+            "channel_id": str(msg.channel_id), "channel": self._channel_payload(channel), "token": token,
+            "version": 1, "locale": locale, "entitlements": [], "attachment_size_limit": MAX_ATTACHMENT_BYTES,
+            "app_permissions": str(self.permissions_for(msg.channel_id, self.bot_user_id)),
+        }
+        if guild is not None:
+            payload.update(guild_id=str(guild.id), guild={"id": str(guild.id), "locale": guild.locale,
+                                                          "features": []}, guild_locale=guild.locale,
+                           member={**self._member_payload(guild.members[user_id]),
+                                   "permissions": str(self.permissions_for(msg.channel_id, user_id))},
+                           authorizing_integration_owners={"0": str(guild.id)}, context=0)
+        else:
+            payload.update(user=self.users[user_id].payload(), authorizing_integration_owners={"0": "0"}, context=1)
+        inter = FakeInteraction(self, id=inter_id, token=token, type=3, name=custom_id, payload=payload,
+                                user_id=user_id, channel_id=msg.channel_id, guild_id=channel.guild_id, locale=locale)
+        inter.original_message_id = msg.id
+        self.interactions[inter_id] = inter
+        await self._dispatch_interaction(inter)
+        return inter
+
+    @staticmethod
+    def button_ids(msg: FakeMessage) -> list[str]:
+        """The custom ids of the buttons a message shows now, row by row."""
+        return [c.get("custom_id") for row in msg.components for c in row.get("components", [])
+                if c.get("type") == 2]
+
+    @staticmethod
+    def button_labels(msg: FakeMessage) -> list[str]:
+        return [c.get("label") for row in msg.components for c in row.get("components", []) if c.get("type") == 2]
+
     async def autocomplete(self, name: str, focused: str, value: str = "", options: Optional[dict] = None, *,
                            user_id: int, channel_id: int, guild_id: Optional[int] = None, locale: str = "en-US",
                            subcommand: Optional[str] = None, timeout: float = 5.0) -> list[dict]:
@@ -2433,6 +2483,8 @@ class FakeDiscord:
         if inter is not None:
             if mid == "@original":
                 msg = inter.original
+                if inter.type == 3 and not inter.acknowledged:
+                    raise _unknown("Message")
             else:
                 msg = self.messages.get(_int(mid))
                 if msg is not None and msg.interaction_id != inter.id:
@@ -2497,7 +2549,7 @@ class FakeDiscord:
             body = req.json or {}
             ctype = body.get("type")
             data = body.get("data") or {}
-            allowed_types = (8,) if inter.type == 4 else (4, 5, 9)
+            allowed_types = {4: (8,), 3: (4, 5, 6, 7)}.get(inter.type, (4, 5, 9))
             if ctype not in allowed_types:
                 raise _form_error(("type",), "INTERACTION_CALLBACK_TYPE_INVALID", "Interaction callback type invalid")
             flags = int(data.get("flags") or 0)
@@ -2526,6 +2578,13 @@ class FakeDiscord:
                 entry["message_id"] = msg.id
                 futures = self._post(msg)
                 resource = {"type": 4, "message": self._message_payload(msg, gateway=False)}
+            elif ctype == 6:  # a component's deferred update: the message it is on changes later, or not at all
+                entry["message_id"] = inter.original_message_id
+            elif ctype == 7:  # a component's update of the message it is on
+                msg = self.messages[inter.original_message_id]
+                futures = self._apply_edit(msg, self._check_body(data, req.files, creating=False, prefix=("data",)),
+                                           req.files)
+                entry["message_id"] = msg.id
             elif ctype == 5:
                 inter.deferred = True
                 msg = self._interaction_message(inter, {}, [], 128 | (flags & 64))

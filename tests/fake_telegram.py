@@ -748,6 +748,16 @@ def _p_json(params: dict, name: str) -> Any:
     return value
 
 
+def _check_markup(markup: Any) -> Any:
+    """An inline keyboard as Telegram checks it: each button's callback data 1-64 bytes."""
+    for row in (markup or {}).get("inline_keyboard", []) if isinstance(markup, dict) else []:
+        for button in row:
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(data.encode()) <= 64:
+                raise _bad("BUTTON_DATA_INVALID")
+    return markup
+
+
 def _p_bool(params: dict, name: str) -> bool:
     value = params.get(name)
     if isinstance(value, str):
@@ -807,6 +817,8 @@ class FakeTelegram:
         self._file_counter = itertools.count(1)
         self._faults: dict[str, list[_Fault]] = {}
         self._runner: web.AppRunner | None = None
+        self._queries: dict[str, dict] = {}  # callback query id -> the query, until answered
+        self.answers: list[dict] = []  # answerCallbackQuery calls: {"id", "text", "show_alert", "t"}
         self.in_flight: dict[str, int] = {}  # method -> requests being handled right now
 
         self._handlers: dict[str, Callable[[dict, dict], Any]] = {}
@@ -973,6 +985,42 @@ class FakeTelegram:
         self._msg_json[(cid, message_id)] = msg
         self.add_update({"edited_message": msg})
         return msg
+
+    def press_button(self, chat: FakeChat | int, user: FakeUser | int, message: int | BotMessage,
+                     data: str) -> str:
+        """A user presses the inline button with callback data ``data`` under a bot message: queues a
+        ``callback_query`` update; returns the query's id. As on Telegram, only a button the message shows now can
+        be pressed (ValueError otherwise)."""
+        cid = self._cid(chat)
+        mid = message.message_id if isinstance(message, BotMessage) else message
+        m = self._bot_msg_index.get((cid, mid))
+        if m is None or m.deleted:
+            raise ValueError(f"no bot message {mid} in chat {cid}")
+        if data not in self.button_data(m):
+            raise ValueError(f"message {mid} shows no button with data {data!r}")
+        sender = user if isinstance(user, FakeUser) else self.users[user]
+        query_id = str(next(self._file_counter) * 7919)
+        query = {"id": query_id, "from": sender.to_json(), "message": self._msg_json[(cid, mid)],
+                 "chat_instance": str(cid), "data": data}
+        self._queries[query_id] = query
+        self.add_update({"callback_query": query})
+        return query_id
+
+    @staticmethod
+    def buttons(m: BotMessage) -> list[list[dict]]:
+        """The inline keyboard a bot message shows now (rows of {"text", "callback_data"}); [] for none."""
+        markup = m.history[-1].reply_markup or {}
+        return markup.get("inline_keyboard", [])
+
+    def button_data(self, m: BotMessage) -> list[str]:
+        return [b.get("callback_data") for row in self.buttons(m) for b in row]
+
+    def button_labels(self, m: BotMessage) -> list[str]:
+        return [b.get("text") for row in self.buttons(m) for b in row]
+
+    def answer_to(self, query_id: str) -> dict | None:
+        """How the bot answered a callback query (None: not yet)."""
+        return next((a for a in self.answers if a["id"] == query_id), None)
 
     def add_update(self, update: dict) -> dict:
         """Queue any raw update (``update_id`` is assigned)."""
@@ -1447,6 +1495,15 @@ class FakeTelegram:
         return True
 
     def _m_answerCallbackQuery(self, params: dict, files: dict) -> bool:
+        query_id = _p_str(params, "callback_query_id")
+        if not query_id or query_id not in self._queries:
+            raise _bad("query is too old and response timeout expired or query ID is invalid")
+        del self._queries[query_id]  # a query is answered once
+        text = _p_str(params, "text") or ""
+        if len(text) > 200:
+            raise _bad("MESSAGE_TOO_LONG")
+        self.answers.append({"id": query_id, "text": text, "show_alert": _p_bool(params, "show_alert"),
+                             "t": time.monotonic()})
         return True
 
     def _m_deleteWebhook(self, params: dict, files: dict) -> bool:
@@ -1518,7 +1575,7 @@ class FakeTelegram:
         self._check_text(text, ents)
         thread_id = self._thread_id(chat, params)
         reply_to = self._reply_target(chat, params)
-        markup = _p_json(params, "reply_markup")
+        markup = _check_markup(_p_json(params, "reply_markup"))
         m = BotMessage(
             chat_id=chat.id, message_id=self._next_mid(chat.id), date=int(time.time()),
             history=[TextVersion(text, ents, time.monotonic(), raw, parse_mode, markup)],
@@ -1557,7 +1614,7 @@ class FakeTelegram:
             raise _bad("message to edit not found")
         if m.document is not None:
             raise _bad("there is no text in the message to edit")
-        markup = _p_json(params, "reply_markup")
+        markup = _check_markup(_p_json(params, "reply_markup"))
         cur = m.history[-1]
         if cur.text == text and cur.entities == ents and (cur.reply_markup or None) == (markup or None):
             raise _bad(DESC_NOT_MODIFIED.removeprefix("Bad Request: "))

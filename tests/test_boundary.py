@@ -260,3 +260,28 @@ def test_a_token_with_a_control_character_is_refused_at_config_load(platform, to
     assert f"RWKV_BOT_{platform.upper()}_TOKEN" in str(refused.value) and token not in str(refused.value)
     assert "whitespace or a control character" in str(refused.value)
     assert load_config(env={f"RWKV_BOT_{platform.upper()}_TOKEN": "MTIz.abc-_DEF"}).get(platform, "token")
+
+
+def test_button_presses_buttons_and_queue_events_round_trip_through_json():
+    from bot.commands import KEPT, STOPPED, ButtonPress, Queued
+    from bot.commands.messages import STOP, SWIPE_FORWARD, stop_buttons, swipe_buttons
+
+    press = Incoming(platform="telegram", channel_id="-100", user_id="7", user_name="Ann", text="", is_group=True,
+                     button=ButtonPress(SWIPE_FORWARD, 12, "42"))
+    assert Incoming.from_dict(through_json(press.to_dict())) == press
+    for event in (Queued(3), Final("so far", DONE, swipe_buttons(12, 2, 3, "42")), Final("", STOPPED),
+                  Final("", KEPT)):
+        assert event_from_dict(through_json(event.to_dict())) == event
+    stream = ReplyStream.from_dict(through_json(ReplyStream("Mira", None, events_of([]), None,
+                                                            stop_buttons("42")).to_dict()), events_of([]))
+    assert [b.label for b in stream.buttons] == ["⏹"]
+    # a button's data is the press, within Telegram's 64 bytes for the longest ids; anything else is no press
+    for button in swipe_buttons(2**31, 20, 20, "9" * 40) + stop_buttons("9" * 40):
+        assert len(button.data.encode()) <= 64 and ButtonPress.decode(button.data) is not None
+    assert ButtonPress.decode(swipe_buttons(12, 1, 1, "42")[2].data) == ButtonPress(SWIPE_FORWARD, 12, "42")
+    assert ButtonPress.decode(stop_buttons("")[0].data) == ButtonPress(STOP, 0, "")
+    for foreign in (None, "", "vote:yes", "rp:x:1:2", "rp:f:abc:2", "rp:f:1"):
+        assert ButtonPress.decode(foreign) is None
+    # only a press on someone else's reply in a group costs an admin lookup
+    assert needs_admin(press) and not needs_admin(Incoming("telegram", "-100", "42", "Bo", "", is_group=True,
+                                                           button=ButtonPress(SWIPE_FORWARD, 12, "42")))

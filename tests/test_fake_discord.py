@@ -718,3 +718,52 @@ async def test_gateway_force_close_resume_and_reidentify(fake: FakeDiscord):
         await fake.wait_for(lambda: fake.resume_count == 2 and fake.connected)
         await fake.send_message(GENERAL, BOB, "after reconnect")
         await fake.wait_for(lambda: "after reconnect" in seen)
+
+
+# --------------------------------------------------------------------------- message components
+
+
+async def test_buttons_component_interactions_deferred_update_update_and_original_edits(fake: FakeDiscord):
+    bot = make_bot()
+    pressed: list = []
+
+    @bot.event
+    async def on_interaction(interaction: discord.Interaction) -> None:
+        if interaction.type != discord.InteractionType.component:
+            return
+        custom_id = interaction.data["custom_id"]
+        pressed.append((custom_id, interaction.user.id, interaction.message.id))
+        if custom_id == "refuse":
+            await interaction.response.send_message("not for you", ephemeral=True)
+        elif custom_id == "update":
+            await interaction.response.edit_message(content="updated", view=None)
+        else:
+            await interaction.response.defer()
+            await interaction.edit_original_response(content="edited later", view=buttons("refuse", "update"))
+
+    def buttons(*ids: str) -> discord.ui.View:
+        view = discord.ui.View(timeout=None)
+        for custom_id in ids:
+            view.add_item(discord.ui.Button(label=custom_id.upper(), custom_id=custom_id))
+        view.stop()  # never dispatched by discord.py: on_interaction reads every press
+        return view
+
+    async with fake.running(bot):
+        channel = bot.get_channel(GENERAL)
+        hook = await channel.create_webhook(name="persona")
+        message = await hook.send("hello", username="Mira", wait=True, view=buttons("later"))
+        stored = fake.messages[message.id]
+        assert fake.button_ids(stored) == ["later"] and fake.button_labels(stored) == ["LATER"]
+        with pytest.raises(FakeDiscordError):  # only a button the message shows can be pressed
+            await fake.press_button(message.id, "forged", BOB)
+        inter = await fake.press_button(message.id, "later", BOB)
+        await fake.wait_for(lambda: stored.content == "edited later")
+        assert inter.callback["type"] == 6 and fake.button_ids(stored) == ["refuse", "update"]
+        assert stored.webhook_id == hook.id, "a webhook's message, edited through the press"
+        inter = await fake.press_button(message.id, "refuse", BOB)
+        await inter.wait_callback()
+        assert inter.ephemeral and inter.texts() == ["not for you"] and stored.content == "edited later"
+        inter = await fake.press_button(message.id, "update", ALICE)
+        await fake.wait_for(lambda: stored.content == "updated")
+        assert inter.callback["type"] == 7 and fake.button_ids(stored) == []
+        assert [p[:2] for p in pressed] == [("later", BOB), ("refuse", BOB), ("update", ALICE)]

@@ -588,3 +588,45 @@ async def test_many_chats_many_turns_through_one_application(server):
     assert max(len(c.response["result"]) for c in polls) == 100  # batched
     assert elapsed < 15, f"{chats * turns} replies took {elapsed:.1f}s"
     print(f"\n{chats * turns} turns in {elapsed:.2f}s ({chats * turns / elapsed:.0f}/s)")
+
+
+# ----------------------------------------------------------------------------- inline keyboards, callback queries
+
+
+async def test_inline_keyboard_press_and_answer_callback_query(server):
+    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+    from telegram.ext import CallbackQueryHandler
+
+    pressed = []
+
+    async def on_press(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        pressed.append((query.data, query.from_user.id, query.message.message_id))
+        await query.answer("only you see this", show_alert=True)
+        await query.edit_message_text("edited", reply_markup=InlineKeyboardMarkup(
+            [[InlineKeyboardButton("2/2", callback_data="next")]]))
+
+    app = build_app(server, unlimited=True)
+    app.add_handler(CallbackQueryHandler(on_press))
+    chat = server.group_chat(-100, "Group")
+    server.user(7, "Ann")
+    async with polling(app):
+        sent = await app.bot.send_message(-100, "hello", reply_markup=InlineKeyboardMarkup(
+            [[InlineKeyboardButton("◀", callback_data="back"), InlineKeyboardButton("1/1", callback_data="label")]]))
+        message = server.messages(chat)[0]
+        assert server.button_labels(message) == ["◀", "1/1"]
+        with pytest.raises(ValueError):  # a button the message does not show cannot be pressed
+            server.press_button(chat, 7, message, "forged")
+        query_id = server.press_button(chat, 7, message, "back")
+        await server.wait_for(lambda: server.answer_to(query_id) and server.button_data(message) == ["next"])
+        assert pressed == [("back", 7, sent.message_id)]
+        assert server.answer_to(query_id)["text"] == "only you see this"
+        assert server.answer_to(query_id)["show_alert"] is True
+        assert message.text == "edited"
+        with pytest.raises(BadRequest):  # answered once only
+            await app.bot.answer_callback_query(query_id)
+        with pytest.raises(BadRequest):  # Telegram's limit on callback data
+            await app.bot.send_message(-100, "x", reply_markup=InlineKeyboardMarkup(
+                [[InlineKeyboardButton("x", callback_data="x" * 65)]]))
+        await app.bot.edit_message_text("plain", chat_id=-100, message_id=sent.message_id)
+        assert server.buttons(message) == []  # an edit without reply_markup removes the keyboard

@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass
 
 from bot.adapters.text import split_message
-from bot.commands import CANCELLED, DONE, EMPTY, ENGINE_ERROR, Final, Partial, ReplyStream
+from bot.commands import CANCELLED, DONE, EMPTY, ENGINE_ERROR, KEPT, STOPPED, Final, Partial, Queued, ReplyStream
 from bot.i18n import t
 
 log = logging.getLogger(__name__)
 
-NOTICES = {CANCELLED: "reply_cancelled", ENGINE_ERROR: "engine_error"}  # why a reply stopped, as it is shown
+NOTICES = {CANCELLED: "reply_cancelled", ENGINE_ERROR: "engine_error", STOPPED: "reply_stopped"}  # why it stopped
+QUEUE_EVERY = 1.0  # seconds at least between updates of the "queued, N ahead" placeholder
 
 
 class Skipped(Exception):
@@ -48,12 +49,13 @@ class Surface:
         """Characters per message (may change when the surface falls back to another way of posting)."""
         raise NotImplementedError
 
-    async def post(self, index: int, text: str, *, final: bool):
-        """A new message holding piece `index` of the reply (0 answers the user's message); returns a handle."""
+    async def post(self, index: int, text: str, *, final: bool, buttons=()):
+        """A new message holding piece `index` of the reply (0 answers the user's message); returns a handle.
+        `buttons` (bot.commands.Button): one row of buttons under it (only the reply's last message has any)."""
         raise NotImplementedError
 
-    async def edit(self, message, index: int, text: str, *, final: bool):
-        """Change a posted message to `text`; returns its (possibly new) handle."""
+    async def edit(self, message, index: int, text: str, *, final: bool, buttons=()):
+        """Change a posted message to `text` with `buttons` under it; returns its (possibly new) handle."""
         raise NotImplementedError
 
     async def delete(self, message) -> None:
@@ -77,6 +79,7 @@ class Follower:
 
     def __init__(self) -> None:
         self.latest = ""
+        self.ahead: int | None = None  # requests before this one in the GPU's queue, while it waits
         self._changed = asyncio.Event()
         self._finished = asyncio.Event()
 
@@ -88,6 +91,9 @@ class Follower:
             async for event in stream:
                 if isinstance(event, Partial):
                     self.latest = event.text
+                    self._changed.set()
+                elif isinstance(event, Queued):
+                    self.ahead = event.ahead
                     self._changed.set()
                 elif isinstance(event, Final):
                     final = event
@@ -124,13 +130,16 @@ def final_text(final: Final, lang: str) -> str:
 class Shown:
     message: object  # the surface's handle
     text: str
+    buttons: tuple = ()
 
 
 class Painter:
-    def __init__(self, surface: Surface, lang: str):
+    def __init__(self, surface: Surface, lang: str, into=None):
+        """`into`: the handle of a message already showing this reply (a swipe repaints the pressed one)."""
         self.surface = surface
         self.lang = lang
-        self.shown: list[Shown] = []  # one per message the reply spans
+        self.shown: list[Shown] = [Shown(into, None)] if into is not None else []  # one per message of the reply
+        self.buttons: tuple = ()  # under the last message while the reply is written
         self.undeliverable = False  # the platform refused: stop writing this reply
         self.follower = Follower()
 
@@ -139,7 +148,8 @@ class Painter:
         await self._show(text, final=True)
 
     async def paint(self, stream: ReplyStream) -> None:
-        """Stream a reply and show its final text."""
+        """Stream a reply and show its final text, with its buttons."""
+        self.buttons = tuple(stream.buttons)
         with self.surface.streaming():
             typing = asyncio.create_task(self._keep_typing()) if self.surface.typing_every else None
             try:
@@ -147,14 +157,23 @@ class Painter:
             finally:
                 if typing is not None:
                     typing.cancel()
+        if final.outcome == KEPT:  # a swipe that changed nothing: the message stays as it is
+            return
+        self.buttons = tuple(final.buttons)
         await self._show(final_text(final, self.lang), final=True)
 
     async def _paint_while_generating(self) -> None:
         while await self.follower.changed():
             started = time.monotonic()
-            await self._show(self.follower.latest, final=False)
+            follower = self.follower
+            if follower.latest or follower.ahead is None:
+                await self._show(follower.latest, final=False)
+                pace = self.surface.pace(time.monotonic() - started)
+            else:  # no words yet: where it stands in the queue
+                await self._show(t("reply_queued", self.lang, ahead=follower.ahead), final=False)
+                pace = max(QUEUE_EVERY, self.surface.pace(time.monotonic() - started))
             if self.shown:  # the first words go out at once; later edits wait for the pace
-                await self.follower.pause(self.surface.pace(time.monotonic() - started))
+                await follower.pause(pace)
 
     async def _keep_typing(self) -> None:
         while not self.undeliverable:
@@ -177,7 +196,7 @@ class Painter:
             pieces = [t("empty_reply", self.lang)]  # platforms refuse empty messages
         try:
             for index, piece in enumerate(pieces):
-                await self._show_piece(index, piece, final)
+                await self._show_piece(index, piece, final, self.buttons if index == len(pieces) - 1 else ())
             if final:
                 await self._drop_extra(len(pieces))
         except Skipped as exc:
@@ -186,18 +205,19 @@ class Painter:
             self.undeliverable = True
             log.warning("%s: reply not delivered: %s (the conversation is kept)", self.surface.where, exc)
 
-    async def _show_piece(self, index: int, piece: str, final: bool) -> None:
+    async def _show_piece(self, index: int, piece: str, final: bool, buttons: tuple) -> None:
         if index < len(self.shown):
-            if self.shown[index].text == piece:
+            shown = self.shown[index]
+            if shown.text == piece and shown.buttons == buttons:
                 return
             try:
-                self.shown[index].message = await self.surface.edit(self.shown[index].message, index, piece,
-                                                                    final=final)
-                self.shown[index].text = piece
+                shown.message = await self.surface.edit(shown.message, index, piece, final=final, buttons=buttons)
+                shown.text, shown.buttons = piece, buttons
                 return
             except Gone:  # someone deleted the draft: post the piece again
                 del self.shown[index:]
-        self.shown.append(Shown(await self.surface.post(index, piece, final=final), piece))
+        self.shown.append(Shown(await self.surface.post(index, piece, final=final, buttons=buttons), piece,
+                                buttons))
 
     async def _drop_extra(self, keep: int) -> None:
         """A final text shorter than what streamed: remove the messages beyond it."""

@@ -25,11 +25,11 @@ from bot.commands.base import REGISTRY, CommandSpec, Context, with_notice
 from bot.commands.flood import FloodControl, RateLimiter
 from bot.commands.intake import Arrival, ArrivalOrder, imports_card
 from bot.commands.parsing import ParsedCommand, parse_command
-from bot.commands.messages import (CANCELLED, DONE, DOWNLOAD_FAILED, EMPTY, ENGINE_ERROR, NOT_FOUND, TERMINAL,
-                                   TOO_BIG, Answer, AttachmentProblem, Final, Incoming, Output, Partial, Reply,
-                                   ReplyStream)
+from bot.commands.messages import (CANCELLED, DONE, DOWNLOAD_FAILED, EMPTY, ENGINE_ERROR, NOT_FOUND, STOPPED,
+                                   TERMINAL, TOO_BIG, Answer, AttachmentProblem, Final, Incoming, Output, Partial,
+                                   Queued, Reply, ReplyStream, stop_buttons, swipe_buttons)
 from bot.commands.replymode import REPLY_MODE, ALL, answers, starts_roleplay
-from bot.conversations import Busy, ChannelKey, ConversationError, Conversations, TurnStream, acting_for
+from bot.conversations import Busy, ChannelKey, ConversationError, Conversations, TurnStopped, TurnStream, acting_for
 from bot.engine.params import ParamError
 from bot.engine.outputs import GenerationCancelled
 from bot.i18n import normalize_lang, t
@@ -89,8 +89,11 @@ class Commands:
                           attachment=((incoming.attachment.filename, incoming.attachment.data)
                                       if incoming.attachment else None), settings=settings,
                           chat_title=incoming.chat_title, surface=incoming.surface)
-            working = asyncio.ensure_future(self._dispatch(ctx, incoming.text, incoming.command,
-                                                           incoming.attachment_problem))
+            if incoming.button is not None:
+                working = asyncio.ensure_future(self._press(ctx, incoming.button))
+            else:
+                working = asyncio.ensure_future(self._dispatch(ctx, incoming.text, incoming.command,
+                                                               incoming.attachment_problem))
             # One loop step lets the command run up to the conversation's queue (a turn queues there before its
             # first await); only then may the channel's next message go. Waiting for the command to return would
             # hold the next message back until this turn started, and the conversation could not see (and
@@ -177,6 +180,16 @@ class Commands:
         await self.titles.note(ctx)  # after the work: a message reaches its channel's queue before any await here
         return outputs
 
+    async def _press(self, ctx: Context, button) -> list[Output]:
+        """A button under a reply (swipes, ⏹): bot/commands/swipes.py."""
+        from bot.commands.swipes import press
+
+        acting = acting_for.set((ctx.user_key, ctx.is_bot_admin))
+        try:
+            return [self._boundary(output) for output in await self._guarded(ctx, "button", press(self, ctx, button))]
+        finally:
+            acting_for.reset(acting)
+
     async def _chat(self, ctx: Context, text: str) -> list[Output]:
         return with_notice(await self.conversations.say(ctx.key, ctx.user_name, text), ctx.lang)
 
@@ -206,24 +219,39 @@ class Commands:
     def _boundary(output) -> Output:
         """A reply being generated leaves as a stream of plain events; everything else is plain already."""
         if isinstance(output, TurnStream):
-            return ReplyStream(output.speaker, output.avatar, turn_events(output), output.cancel)
+            return reply_stream(output, output.owner.partition(":")[2])
         return output
 
 
-async def turn_events(turn: TurnStream):
-    """A turn's text as it grows, then how it ended (every failure of the turn is one of the outcomes)."""
-    latest = ""
+def reply_stream(turn: TurnStream, owner: str) -> ReplyStream:
+    """A turn as the boundary gives it: ⏹ while it is written, its swipes once it is done, for `owner` (the user id
+    whose line it answers)."""
+    return ReplyStream(turn.speaker, turn.avatar, turn_events(turn, owner), turn.cancel, stop_buttons(owner))
+
+
+async def turn_events(turn: TurnStream, owner: str = ""):
+    """A turn's place in the GPU's queue while it waits, its text as it grows, then how it ended (every failure
+    of the turn is one of the outcomes)."""
+    latest, queued = "", 0
     async for text in turn:
-        latest = text
-        yield Partial(text)
+        if turn.queued != queued:
+            queued = turn.queued
+            if queued:
+                yield Queued(queued - 1)
+        if text != latest:
+            latest = text
+            yield Partial(text)
     try:
         result = await turn.result()
+    except TurnStopped:
+        yield Final(latest, STOPPED)
     except GenerationCancelled:
         yield Final(latest, CANCELLED)
     except Exception:  # EngineError, or whatever else failed the turn (the conversation logged it)
         yield Final(latest, ENGINE_ERROR)
     else:
-        yield Final(result.text, DONE if result.text.strip() else EMPTY)
+        yield Final(result.text, DONE if result.text.strip() else EMPTY,
+                    swipe_buttons(result.turn_id, *result.label, owner))
 
 
 def size_text(size: int) -> str:

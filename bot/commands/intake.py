@@ -34,8 +34,12 @@ def names_a_command(incoming: Incoming) -> bool:
 
 
 def needs_admin(incoming: Incoming) -> bool:
-    """Whether the answer can depend on the sender being an admin: any command of this bot. Plain chat never,
-    so it never costs the platform an admin lookup."""
+    """Whether the answer can depend on the sender being an admin: any command of this bot, and a press of a
+    button under someone else's reply in a group. Plain chat never, so it never costs the platform an admin
+    lookup."""
+    button = incoming.button
+    if button is not None:
+        return incoming.is_group and button.owner not in ("", incoming.user_id)
     return names_a_command(incoming)
 
 

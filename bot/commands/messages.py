@@ -60,6 +60,72 @@ class AttachmentProblem:
         return cls(data["kind"], data.get("size", 0), data.get("limit", 0), data.get("detail", ""))
 
 
+# What a button under a character's reply does (`ButtonPress.action`).
+SWIPE_BACK, SWIPE_FORWARD, SWIPE_LABEL, STOP = "back", "forward", "label", "stop"
+_ACTION_CODES = {SWIPE_BACK: "b", SWIPE_FORWARD: "f", SWIPE_LABEL: "l", STOP: "s"}
+_CODE_ACTIONS = {code: action for action, code in _ACTION_CODES.items()}
+BUTTON_PREFIX = "rp"  # callback data / custom ids of this bot's buttons start "rp:"
+
+
+@dataclass
+class ButtonPress:
+    """A button of a character's reply, as its callback data (Telegram) or custom id (Discord) says: what it does,
+    which turn it belongs to (swipes; 0 for stop) and whose line that reply answers (the user id; "" = anyone's).
+    The data is all a press needs: no message ids are kept anywhere."""
+    action: str
+    turn_id: int = 0
+    owner: str = ""
+
+    def encode(self) -> str:
+        """At most 64 bytes (Telegram's limit for callback data) for any platform user id."""
+        return f"{BUTTON_PREFIX}:{_ACTION_CODES[self.action]}:{self.turn_id}:{self.owner[:40]}"
+
+    @classmethod
+    def decode(cls, data: str | None) -> "ButtonPress | None":
+        """The press a button's data stands for; None for anything else (another bot's buttons, garbage)."""
+        parts = (data or "").split(":", 3)
+        if len(parts) != 4 or parts[0] != BUTTON_PREFIX or parts[1] not in _CODE_ACTIONS or not parts[2].isdigit():
+            return None
+        return cls(_CODE_ACTIONS[parts[1]], int(parts[2]), parts[3])
+
+    def to_dict(self) -> dict:
+        return {"action": self.action, "turn_id": self.turn_id, "owner": self.owner}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ButtonPress":
+        return cls(data["action"], data.get("turn_id", 0), data.get("owner", ""))
+
+
+@dataclass
+class Button:
+    """One button to show: its text and the data a press sends back (`ButtonPress.encode`)."""
+    label: str
+    data: str
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "data": self.data}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Button":
+        return cls(data["label"], data["data"])
+
+
+def swipe_buttons(turn_id: int, place: int, count: int, owner: str) -> list[Button]:
+    """◀ n/m ▶ under a finished reply."""
+    return [Button("◀", ButtonPress(SWIPE_BACK, turn_id, owner).encode()),
+            Button(f"{place}/{count}", ButtonPress(SWIPE_LABEL, turn_id, owner).encode()),
+            Button("▶", ButtonPress(SWIPE_FORWARD, turn_id, owner).encode())]
+
+
+def stop_buttons(owner: str) -> list[Button]:
+    """⏹ under a reply being written."""
+    return [Button("⏹", ButtonPress(STOP, 0, owner).encode())]
+
+
+def _buttons_from(data: list | None) -> list[Button]:
+    return [Button.from_dict(b) for b in data or []]
+
+
 @dataclass
 class Incoming:
     """One message as the bot needs it, whatever platform it came from.
@@ -82,6 +148,7 @@ class Incoming:
     reply_to: str = ""  # the id of the message this one answers ("" when none)
     chat_title: str = ""  # the server/channel or chat title as the platform shows it ("" = unknown)
     surface: str = ""  # where it was said when not on the platform itself ("dashboard"), for the audit log
+    button: ButtonPress | None = None  # a press of one of the buttons under a reply (then `text` is "")
     _parsed: tuple[str, ParsedCommand | None] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -98,7 +165,8 @@ class Incoming:
                 "is_bot_admin": self.is_bot_admin, "language_code": self.language_code,
                 "attachment": self.attachment.to_dict() if self.attachment else None,
                 "attachment_problem": self.attachment_problem.to_dict() if self.attachment_problem else None,
-                "reply_to": self.reply_to, "chat_title": self.chat_title, "surface": self.surface}
+                "reply_to": self.reply_to, "chat_title": self.chat_title, "surface": self.surface,
+                "button": self.button.to_dict() if self.button else None}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Incoming":
@@ -106,6 +174,7 @@ class Incoming:
         values["attachment"] = Attachment.from_dict(data["attachment"]) if data.get("attachment") else None
         values["attachment_problem"] = (AttachmentProblem.from_dict(data["attachment_problem"])
                                         if data.get("attachment_problem") else None)
+        values["button"] = ButtonPress.from_dict(data["button"]) if data.get("button") else None
         return cls(**values)
 
 
@@ -158,9 +227,10 @@ class Goodbye:
         return cls(data["text"])
 
 
-# How a streamed reply ended (`Final.outcome`).
-DONE, EMPTY, CANCELLED, ENGINE_ERROR = "done", "empty", "cancelled", "engine_error"
-OUTCOMES = (DONE, EMPTY, CANCELLED, ENGINE_ERROR)
+# How a streamed reply ended (`Final.outcome`). STOPPED: /stop before it wrote anything (the turn is dropped);
+# KEPT: a swipe that changed nothing after all (the reply is no longer the latest): leave the message as it is.
+DONE, EMPTY, CANCELLED, ENGINE_ERROR, STOPPED, KEPT = "done", "empty", "cancelled", "engine_error", "stopped", "kept"
+OUTCOMES = (DONE, EMPTY, CANCELLED, ENGINE_ERROR, STOPPED, KEPT)
 
 
 @dataclass
@@ -173,24 +243,38 @@ class Partial:
 
 
 @dataclass
-class Final:
-    """The last event of a stream. DONE: `text` is committed to the conversation; EMPTY: committed, but the
-    character said nothing; CANCELLED / ENGINE_ERROR: nothing was committed and `text` is what was written so far."""
-    text: str
-    outcome: str
+class Queued:
+    """The reply waits for the GPU: `ahead` requests go before it (sent when it changes)."""
+    ahead: int
 
     def to_dict(self) -> dict:
-        return {"type": "final", "text": self.text, "outcome": self.outcome}
+        return {"type": "queued", "ahead": self.ahead}
 
 
-StreamEvent = Union[Partial, Final]
+@dataclass
+class Final:
+    """The last event of a stream. DONE: `text` is committed to the conversation; EMPTY: committed, but the
+    character said nothing; CANCELLED / ENGINE_ERROR / STOPPED: nothing was committed and `text` is what was
+    written so far. `buttons`: what to show under the reply's last message (its swipes)."""
+    text: str
+    outcome: str
+    buttons: list[Button] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"type": "final", "text": self.text, "outcome": self.outcome,
+                "buttons": [b.to_dict() for b in self.buttons]}
+
+
+StreamEvent = Union[Partial, Queued, Final]
 
 
 def event_from_dict(data: dict) -> StreamEvent:
     if data["type"] == "partial":
         return Partial(data["text"])
+    if data["type"] == "queued":
+        return Queued(int(data["ahead"]))
     if data["type"] == "final" and data["outcome"] in OUTCOMES:
-        return Final(data["text"], data["outcome"])
+        return Final(data["text"], data["outcome"], _buttons_from(data.get("buttons")))
     raise ValueError(f"not a stream event: {data.get('type')!r}")
 
 
@@ -201,9 +285,10 @@ class ReplyStream:
     (`from_dict` takes them back as any async iterable, and where cancelling goes)."""
 
     def __init__(self, speaker: str, avatar: bytes | None, events: AsyncIterable[StreamEvent],
-                 cancel: Callable[[], None] | None = None):
+                 cancel: Callable[[], None] | None = None, buttons: list[Button] | None = None):
         self.speaker = speaker
         self.avatar = avatar
+        self.buttons = buttons or []  # shown under the reply while it is written (⏹)
         self._events = events
         self._cancel = cancel
 
@@ -216,12 +301,13 @@ class ReplyStream:
             self._cancel()
 
     def to_dict(self) -> dict:
-        return {"type": "stream", "speaker": self.speaker, "avatar": _b64(self.avatar)}
+        return {"type": "stream", "speaker": self.speaker, "avatar": _b64(self.avatar),
+                "buttons": [b.to_dict() for b in self.buttons]}
 
     @classmethod
     def from_dict(cls, data: dict, events: AsyncIterable[StreamEvent],
                   cancel: Callable[[], None] | None = None) -> "ReplyStream":
-        return cls(data["speaker"], _unb64(data.get("avatar")), events, cancel)
+        return cls(data["speaker"], _unb64(data.get("avatar")), events, cancel, _buttons_from(data.get("buttons")))
 
 
 Output = Union[Reply, CharacterLine, ReplyStream, Goodbye]

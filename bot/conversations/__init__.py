@@ -6,6 +6,7 @@ and states with `bot.store`, and hands token work to `bot.engine`.
 from bot.conversations.characters import Library
 from bot.conversations.conversations import (Busy, ChannelKey, ChannelView, ConversationError, Conversations,
                                              Quotas, TurnResult, TurnStream, acting_for)
+from bot.conversations.swipes import BACK, FORWARD, Swiped, TurnStopped
 
-__all__ = ["Busy", "ChannelKey", "ChannelView", "ConversationError", "Conversations", "Library", "Quotas",
+__all__ = ["BACK", "FORWARD", "Swiped", "TurnStopped", "Busy", "ChannelKey", "ChannelView", "ConversationError", "Conversations", "Library", "Quotas",
            "TurnResult", "TurnStream", "acting_for"]

@@ -19,6 +19,7 @@ from typing import AsyncIterator
 
 from bot.cards.turns import reply_cue, sanitize_name, sanitize_text, turn
 from bot.conversations.labels import distinct_label
+from bot.conversations.swipes import Swipes, TurnStopped
 from bot.engine.backend import State, clone_state
 from bot.engine.params import SamplingParams
 from bot.engine.engine import Engine
@@ -94,17 +95,21 @@ class TurnResult:
     speaker: str
     position: int
     stop_reason: str
+    turn_id: int = 0  # the turn's row: what a swipe button names
+    label: tuple[int, int] = (1, 1)  # (which alternative is shown, how many there are)
 
 
 class TurnStream:
     """A reply being generated: iterate for the text so far; `await result()` returns once it is committed."""
 
     def __init__(self, speaker: str, avatar: bytes | None, generation, committed: asyncio.Future, notice: str = "",
-                 notice_args: dict | None = None):
+                 notice_args: dict | None = None, owner: str = ""):
         self.speaker = speaker
         self.avatar = avatar
         self.notice = notice  # a bot.i18n key, e.g. "message_truncated", filled in with notice_args
         self.notice_args = notice_args or {}
+        self.owner = owner  # "platform:user_id" of whom it answers ("" where nobody asked): /stop is theirs
+        self.stopped = False  # /stop was asked for
         self._generation = generation
         self._committed = committed
 
@@ -116,6 +121,16 @@ class TurnStream:
 
     def cancel(self) -> None:
         self._generation.cancel()
+
+    def stop(self) -> None:
+        """End the reply here and keep what it wrote (nothing written: the turn is dropped)."""
+        self.stopped = True
+        self._generation.stop()
+
+    @property
+    def queued(self) -> int:
+        """Its place in the queue for the GPU (1 = next), 0 once it is being written."""
+        return self._generation.queued
 
 
 @dataclass
@@ -132,11 +147,11 @@ class ChannelView:
     settings: dict
 
 
-class Conversations:
+class Conversations(Swipes):
     def __init__(self, engine: Engine, store: Store, library, *, sampling_defaults: SamplingParams | None = None,
                  max_context_tokens: int = 0, hot_states: int = 256, max_message_chars: int = 4000,
                  max_name_chars: int = 32, max_message_tokens: int = 2048, channel_queue: int = 3,
-                 global_queue: int = 1000, state_id: str = "", quotas: Quotas = NO_QUOTAS):
+                 global_queue: int = 1000, state_id: str = "", quotas: Quotas = NO_QUOTAS, max_swipes: int = 20):
         self.engine = engine
         self.store = store
         self.library = library
@@ -147,6 +162,8 @@ class Conversations:
         self.max_name_chars = min(max_name_chars, NAME_CHARS)
         self.max_message_tokens = max_message_tokens
         self.quotas = quotas
+        self.max_swipes = max_swipes
+        self._writing: dict[ChannelKey, TurnStream] = {}  # the reply being written in each channel (/stop)
         self._admitted: set[ChannelKey] = set()  # channels known to exist (they are never deleted)
         self.channel_queue = channel_queue
         self.global_queue = global_queue
@@ -228,21 +245,27 @@ class Conversations:
         """The character (or `reply_speaker`) goes on speaking without a new line from the user."""
         return await self._turn(key, kind="continue", speaker=None, text=None, reply_speaker=reply_speaker, seed=seed)
 
-    async def regen(self, key: ChannelKey, seed: int | None = None) -> TurnStream:
-        """A new reply to the last line, asked again from the state before it. The last turn stays until the
-        new one is committed in its place: a cancel, a failure or a crash leaves the old exchange."""
-        lock = await self._acquire(key)
+    async def regen(self, key: ChannelKey, seed: int | None = None, turn_id: int | None = None,
+                    lock: asyncio.Lock | None = None) -> TurnStream:
+        """A new reply to the last line, asked again from the state before it: a new alternative of the last
+        turn (swipe past the end), which keeps the others. The turn shows its old reply until the new one is
+        committed: a cancel, a failure or a crash leaves it as it was. `turn_id`: only if that is the last turn.
+        `lock`: the channel's lock, already held (a swipe hands it over)."""
+        lock = lock or await self._acquire(key)
         try:
             ch = await self.channel(key)
             last = await self.store.last_turn(ch.id)
             if last is None:
                 raise ConversationError("nothing_to_regen")
+            if turn_id is not None and last.id != turn_id:
+                raise ConversationError("swipe_too_old")
         except BaseException:
             lock.release()
             raise
         kind = "say" if last.kind == "edit" else last.kind
         return await self._turn(key, kind=kind, speaker=last.in_speaker, text=last.in_text,
-                                reply_speaker=last.out_speaker, seed=seed, lock=lock, replace=True)
+                                reply_speaker=last.out_speaker, seed=seed, lock=lock, replace=True,
+                                alternative_of=last.id)
 
     def _clean_message(self, text: str) -> tuple[str, tuple[str, dict] | None]:
         """The text as fed (one turn, storable), and the notice to give when it had to be shortened: at most
@@ -267,7 +290,8 @@ class Conversations:
 
     async def _turn(self, key: ChannelKey, *, kind: str, speaker: str | None, text: str | None,
                     reply_speaker: str | None, seed: int | None, notice: tuple[str, dict] | None = None,
-                    lock: asyncio.Lock | None = None, replace: bool = False) -> TurnStream:
+                    lock: asyncio.Lock | None = None, replace: bool = False,
+                    alternative_of: int | None = None) -> TurnStream:
         """Generate a turn after the head, or (`replace`) in place of the last turn, from the state before it."""
         lock = lock or await self._acquire(key)
         try:
@@ -301,22 +325,37 @@ class Conversations:
             raise
         committed = asyncio.get_running_loop().create_future()
         record = {"kind": kind, "in_speaker": in_speaker, "in_text": text, "out_speaker": out_speaker}
-        finish = _Finish(ch, hot, generation, len(prompt_tokens), record, committed, lock, replace, rebase)
+        finish = _Finish(ch, hot, generation, len(prompt_tokens), record, committed, lock, replace, rebase,
+                         alternative_of)
+        stream = TurnStream(out_speaker, getattr(card, "avatar", None), generation, committed, *(notice or ("",)),
+                            owner=(acting_for.get() or ("",))[0])
+        self._writing[key] = finish.stream = stream
+        finish.channel_key = key
         task = asyncio.create_task(self._finish_turn(finish))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return TurnStream(out_speaker, getattr(card, "avatar", None), generation, committed, *(notice or ("",)))
+        return stream
 
     async def _finish_turn(self, f: "_Finish") -> None:
         ch = f.channel
         try:
             result: GenerationResult = await f.generation.result()
+            if result.stop_reason == "stopped" and not result.text:
+                raise TurnStopped()  # /stop before a word: the turn is dropped
             tokens = f.hot.tokens + len(result.fed)
+            reply = dict(out_text=storable(result.text), fed=tokens_to_bytes(result.fed), prompt_len=f.prompt_len,
+                         feed_lengths=run_length(result.feed_lengths))
             try:
-                position = await self.store.commit_turn(
-                    ch.id, dict(f.record, out_text=storable(result.text), fed=tokens_to_bytes(result.fed),
-                                prompt_len=f.prompt_len, feed_lengths=run_length(result.feed_lengths)),
-                    result.state, self.fingerprint, tokens, replace=f.replace, rebase=f.rebase)
+                if f.alternative_of is not None:
+                    position, turn_id, label = await self._commit_alternative(ch, f.alternative_of, reply,
+                                                                              result.state, tokens, f.rebase)
+                else:
+                    position = await self.store.commit_turn(ch.id, dict(f.record, **reply), result.state,
+                                                            self.fingerprint, tokens, replace=f.replace,
+                                                            rebase=f.rebase)
+                    turn_id, label = await self.store.head_turn_id(ch.id), (1, 1)
+            except ConversationError:
+                raise
             except Exception as exc:  # the database refused: the channel is as it was; say so like a failed step
                 log.error("channel %s: turn not stored: %s", ch.id, exc.__class__.__name__)  # (its text holds ours)
                 raise _NotStored("the reply could not be stored") from None
@@ -325,14 +364,18 @@ class Conversations:
                 await self.store.update_channel(ch.id, settings={k: v for k, v in ch.settings.items()
                                                                   if k != "next_speaker"})
             f.committed.set_result(TurnResult(storable(result.text), f.record["out_speaker"], position,
-                                              result.stop_reason))
+                                              result.stop_reason, turn_id, label))
         except BaseException as exc:  # cancelled or failed: nothing was committed; the channel is unchanged
-            if not isinstance(exc, (GenerationCancelled, asyncio.CancelledError, _NotStored)):
+            if isinstance(exc, GenerationCancelled) and f.stream is not None and f.stream.stopped:
+                exc = TurnStopped()  # /stop before a word (the engine dropped it as a cancel)
+            if not isinstance(exc, (GenerationCancelled, asyncio.CancelledError, _NotStored, ConversationError)):
                 log.error("channel %s: turn failed: %s: %s", ch.id, exc.__class__.__name__, exc)
             if not f.committed.done():
                 f.committed.set_exception(exc if isinstance(exc, Exception) else GenerationCancelled())
                 f.committed.exception()
         finally:
+            if self._writing.get(f.channel_key) is f.stream:
+                del self._writing[f.channel_key]
             f.lock.release()
 
     async def _preamble(self, card, ch: Channel, base: int, text: str, user_label: str, char_label: str) -> str:
@@ -731,6 +774,9 @@ class _Finish:
     lock: asyncio.Lock
     replace: bool
     rebase: tuple | None
+    alternative_of: int | None = None  # the turn whose new alternative this is (a swipe past the end, /regen)
+    stream: object = None  # its TurnStream (what /stop finds in Conversations._writing)
+    channel_key: ChannelKey | None = None
 
 
 class _Held:

@@ -47,11 +47,13 @@ class Generation:
         self._job = job
 
     async def __aiter__(self) -> AsyncIterator[str]:
+        """The text so far; while the job waits for a slot, `queued` may change with the text unchanged (the
+        same text is yielded again)."""
         job = self._job
-        last = None
+        last, place = None, None
         while True:
-            if job.text != last:
-                last = job.text
+            if job.text != last or job.queued != place:
+                last, place = job.text, job.queued
                 yield last
             if job.done.done():
                 if job.text != last:
@@ -65,6 +67,16 @@ class Generation:
 
     def cancel(self) -> None:
         self._engine._cancel(self._job)
+
+    def stop(self) -> None:
+        """End the reply after the tokens sampled so far: it finishes (stop_reason "stopped") with its state
+        exactly that of what it fed. One that sampled nothing yet is cancelled."""
+        self._engine._stop(self._job)
+
+    @property
+    def queued(self) -> int:
+        """Its place in the queue for a slot on the GPU (1 = next), 0 once it runs."""
+        return self._job.queued
 
     @property
     def text(self) -> str:
@@ -197,6 +209,10 @@ class Engine:
         job.cancelled = True
         self._post("cancel", job)
 
+    def _stop(self, job: Job) -> None:
+        if not job.done.done():
+            self._post("stop", job)
+
     def _post(self, kind: str, payload) -> None:
         with self._cond:
             self._inbox.append((kind, payload))
@@ -236,6 +252,13 @@ class Engine:
                 elif kind == "cancel":
                     if scheduler.remove_pending(payload):
                         finished.append((payload, GenerationCancelled()))
+                elif kind == "stop":
+                    if not payload.generated:  # nothing written yet: the reply is dropped
+                        payload.cancelled = True
+                        if scheduler.remove_pending(payload):
+                            finished.append((payload, GenerationCancelled()))
+                    else:
+                        payload.stop_requested = True
                 else:  # a call to run in this thread
                     fn, done = payload
                     try:
@@ -245,6 +268,7 @@ class Engine:
             changed: list = []
             if scheduler.has_work() or runner.busy():
                 plan = scheduler.schedule()
+                changed = scheduler.queue_moved()  # after admission: only jobs that really wait
                 try:
                     done_plan, output = runner.execute(plan)
                     self.recovery.step_succeeded()
@@ -255,7 +279,7 @@ class Engine:
                     finished += self._recover(exc, plan)
                 else:
                     self._count(update.sampled)
-                    changed, finished = update.changed, finished + update.finished
+                    changed, finished = changed + update.changed, finished + update.finished
             if changed or finished:
                 self._loop.call_soon_threadsafe(self._deliver, changed, finished)
 

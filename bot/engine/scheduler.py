@@ -20,6 +20,7 @@ from bot.engine.detokenizer import ReplyText
 from bot.engine.outputs import GenerationCancelled, GenerationResult, StepOutput
 from bot.engine.params import SamplingParams
 from bot.engine.sampling import FIRST_STEP_BANNED_TEXT
+from bot.engine.tokenizer import TURN_END_BYTES
 
 END_TOKEN = 0  # the World vocabulary's end-of-text: a chat reply never emits it
 END_ONLY = frozenset((END_TOKEN,))
@@ -44,6 +45,8 @@ class Job:
     stop_reason: str = ""
     closing: bool = False  # the chunks left only close the turn; no more sampling
     cancelled: bool = False
+    stop_requested: bool = False  # /stop: end the reply after the tokens sampled so far and commit it
+    queued: int = 0  # place in the queue for a slot (1 = next); 0 once admitted
     enqueued_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     last_token_at: float | None = None
@@ -53,6 +56,7 @@ class Job:
     ban: int = -1  # a token the first draw must not pick besides the end of text (Scheduler.first_ban), or -1
     streaming: bool = False  # device_feeds: sampling every step from the token the device keeps
     device_next: int | None = None  # device_feeds: the sampled token the next step feeds
+    device_row_in_flight: bool = False  # device_feeds: a step feeding `device_next` is launched, not yet applied
     # Set by the engine front (asyncio side):
     done: object = None
     changed: object = None
@@ -75,7 +79,7 @@ class Job:
         self.chunks = collections.deque(self.prompt_chunks)
         self.fed, self.feed_lengths, self.generated = [], [], []
         self.reply, self.stop_reason, self.closing, self.sampler = ReplyText(), "", False, None
-        self.slot, self.streaming, self.device_next = -1, False, None
+        self.slot, self.streaming, self.device_next, self.device_row_in_flight = -1, False, None, False
 
 
 DEVICE = None  # Row.tokens of a row that feeds the token its slot sampled last, which stays on the device
@@ -153,8 +157,12 @@ class Scheduler:
         while self.pending and self._free_slots and len(self.active) < self.recovery.batch_limit:
             job = self.pending.popleft()
             job.slot = self._free_slots.pop()
+            job.queued = 0
             admitted.append(job)
             self.active.append(job)
+        for job in self.active:
+            if job.stop_requested and not job.closing:
+                self._close_stopped(job)
         dropped = [j for j in self.active if j.cancelled]
         for job in dropped:
             self.active.remove(job)
@@ -174,9 +182,30 @@ class Scheduler:
                 rows.append(Row(job, chunk, sample, finish=not job.chunks and not sample,
                                 banned=banned if sample else frozenset()))
             elif job.streaming:
+                job.device_row_in_flight = True
                 rows.append(Row(job, DEVICE, True, False, END_ONLY))
             # else: its next feed depends on a token still on its way
         return StepPlan(admitted, dropped, rows)
+
+    def queue_moved(self) -> list[Job]:
+        """The waiting jobs whose place in the queue changed (their caller shows it)."""
+        moved = []
+        for place, job in enumerate(self.pending, 1):
+            if job.queued != place:
+                job.queued = place
+                moved.append(job)
+        return moved
+
+    def _close_stopped(self, job: Job) -> None:
+        """End a stopped reply after what was sampled: the state reads exactly "...reply so far\\n\\n", as a
+        reply cut at its token cap does. A token sampled in a step still in flight is never fed (`closing` makes
+        `update` ignore it); a token the device sampled but has not fed yet is fed from here."""
+        job.stop_reason, job.closing, job.streaming = "stopped", True, False
+        feed = []
+        if job.device_next is not None and not job.device_row_in_flight:
+            feed, job.device_next = [job.device_next], None
+        closing = b"\n" if job.reply.reply_bytes.endswith(b"\n") else TURN_END_BYTES
+        job.chunks.append(feed + self.tokenizer.encode_bytes(closing))
 
     def update(self, plan: StepPlan, output: StepOutput) -> "Update":
         """Apply a step's output to its jobs."""
@@ -185,6 +214,7 @@ class Scheduler:
         for row in plan.rows:
             job = row.job
             if row.tokens is DEVICE:
+                job.device_row_in_flight = False
                 if job.device_next is not None:  # held back (None) where the reply had ended
                     job.fed.append(job.device_next)
                     job.feed_lengths.append(1)
@@ -213,6 +243,8 @@ class Scheduler:
                 update.finished.append((job, GenerationCancelled()))
                 continue
             text = job.text.strip() if job.samples else ""
+            if job.stop_reason == "stopped":  # every byte fed is shown, an unfinished character included
+                text = job.reply.reply_bytes.decode("utf-8", "replace").strip()
             job.text = text
             update.finished.append((job, GenerationResult(
                 text=text, generated=job.generated, fed=job.fed, feed_lengths=job.feed_lengths, state=state,

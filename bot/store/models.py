@@ -113,6 +113,22 @@ class Turn(Base):
     __table_args__ = (UniqueConstraint("channel_id", "position", name="uq_turn_position"),)
 
 
+class Alternative(Base):
+    """One of the replies a turn's line got (swipes). The turn row holds the chosen one's text and tokens; the
+    others wait here with the tokens they fed, so choosing one rebuilds its exact state by feeding them."""
+    __tablename__ = "alternatives"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... in the order they were written (gaps: dropped)
+    chosen: Mapped[bool] = mapped_column(Boolean, default=False)
+    out_text: Mapped[str] = mapped_column(CleanText)
+    fed: Mapped[bytes] = mapped_column(LargeBinary)  # as Turn.fed
+    prompt_len: Mapped[int] = mapped_column(Integer)
+    feed_lengths: Mapped[list] = mapped_column(JSON)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (UniqueConstraint("turn_id", "number", name="uq_alternative_number"),)
+
+
 class StateRow(Base):
     __tablename__ = "states"
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.store.codec import State, pack_state, unpack_state
 from bot.store.errors import StoreError, shown_url
 from bot.store.migrate import ensure_sqlite_dir, head_revision, import_driver, sqlite_path, upgrade_database
-from bot.store.models import AuditEntry, Channel, Character, InitialState, LibraryEntry, Save, StateRow, Turn, utcnow
+from bot.store.models import Alternative, AuditEntry, Channel, Character, InitialState, LibraryEntry, Save, StateRow, Turn, utcnow
 
 
 class NameTaken(Exception):
@@ -232,6 +232,12 @@ class Store:
             return (await s.execute(select(Turn).where(Turn.channel_id == channel_id)
                                     .order_by(Turn.position.desc()).limit(1))).scalar_one_or_none()
 
+    async def head_turn_id(self, channel_id: int) -> int:
+        """The id of the channel's last turn (0: none)."""
+        async with self.sessions() as s:
+            return (await s.execute(select(Turn.id).where(Turn.channel_id == channel_id)
+                                    .order_by(Turn.position.desc()).limit(1))).scalar_one_or_none() or 0
+
     async def commit_turn(self, channel_id: int, turn: dict, state: State, fingerprint: str, tokens: int, *,
                           replace: bool = False, rebase: tuple[int, State, int] | None = None) -> int:
         """Atomically: the turn, its resulting state, the channel's head; prunes old snapshots.
@@ -315,6 +321,98 @@ class Store:
                            header=packed.header, blob=packed.blob))
             await s.execute(update(Channel).where(Channel.id == channel_id)
                             .values(head=0, base_position=0, updated=utcnow(), **channel_fields))
+
+    # -- alternatives (swipes)
+    async def swipe_label(self, turn_id: int) -> tuple[int, int]:
+        """(the chosen alternative's place, how many) of a turn; (1, 1) for a turn never swiped."""
+        alternatives = await self.alternatives(turn_id)
+        return _label(alternatives)
+
+    async def alternatives(self, turn_id: int) -> list[Alternative]:
+        async with self.sessions() as s:
+            return list((await s.execute(select(Alternative).where(Alternative.turn_id == turn_id)
+                                         .order_by(Alternative.number))).scalars())
+
+    async def add_alternative(self, channel_id: int, turn_id: int, reply: dict, state: State, fingerprint: str,
+                              tokens: int, max_alternatives: int,
+                              rebase: tuple[int, State, int] | None = None) -> tuple[int, int] | None:
+        """Atomically: a new reply (`reply`: out_text, fed, prompt_len, feed_lengths) for the channel's head turn
+        `turn_id`, chosen and on the turn row, with its state; the turn's first reply becomes alternative 1, and the
+        oldest beyond `max_alternatives` are dropped. None (nothing changes) when `turn_id` is no longer the head
+        turn. `rebase` as in commit_turn."""
+        packed = await asyncio.to_thread(pack_state, state)
+        packed_base = await asyncio.to_thread(pack_state, rebase[1]) if rebase else None
+        async with self.sessions.begin() as s:
+            channel, turn = await self._head_turn(s, channel_id, turn_id)
+            if turn is None:
+                return None
+            alternatives = list((await s.execute(select(Alternative).where(Alternative.turn_id == turn_id)
+                                                 .order_by(Alternative.number))).scalars())
+            if not alternatives:
+                first = Alternative(turn_id=turn_id, number=1, chosen=False, **_reply_of(turn))
+                s.add(first)
+                alternatives.append(first)
+            for alternative in alternatives:
+                alternative.chosen = False
+            new = Alternative(turn_id=turn_id, number=alternatives[-1].number + 1, chosen=True, **reply)
+            s.add(new)
+            alternatives.append(new)
+            while len(alternatives) > max_alternatives:
+                await s.delete(alternatives.pop(0))
+            if rebase is not None:
+                base, _, base_tokens = rebase
+                await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id, StateRow.position == base))
+                s.add(StateRow(channel_id=channel_id, position=base, fingerprint=fingerprint, pinned=True,
+                               tokens=base_tokens, header=packed_base.header, blob=packed_base.blob))
+                channel.base_position = base
+            self._show_reply(channel, turn, reply)
+            await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id,
+                                                   StateRow.position == turn.position))
+            await s.flush()
+            self._put_head_state(s, channel, packed, fingerprint, tokens)
+            return _label(alternatives)
+
+    async def choose_alternative(self, channel_id: int, turn_id: int, number: int, state: State, fingerprint: str,
+                                 tokens: int) -> tuple[int, int] | None:
+        """Atomically: alternative `number` goes on the head turn `turn_id`, with its state. None when the turn is
+        no longer the head turn or the alternative is gone."""
+        packed = await asyncio.to_thread(pack_state, state)
+        async with self.sessions.begin() as s:
+            channel, turn = await self._head_turn(s, channel_id, turn_id)
+            if turn is None:
+                return None
+            alternatives = list((await s.execute(select(Alternative).where(Alternative.turn_id == turn_id)
+                                                 .order_by(Alternative.number))).scalars())
+            chosen = next((a for a in alternatives if a.number == number), None)
+            if chosen is None:
+                return None
+            for alternative in alternatives:
+                alternative.chosen = alternative is chosen
+            self._show_reply(channel, turn, _reply_of(chosen))
+            await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id,
+                                                   StateRow.position == turn.position))
+            await s.flush()
+            self._put_head_state(s, channel, packed, fingerprint, tokens)
+            return _label(alternatives)
+
+    @staticmethod
+    async def _head_turn(s: AsyncSession, channel_id: int, turn_id: int):
+        channel = await s.get(Channel, channel_id, with_for_update=True)
+        turn = await s.get(Turn, turn_id, with_for_update=True)
+        if turn is None or turn.channel_id != channel_id or turn.position != channel.head:
+            return channel, None
+        return channel, turn
+
+    @staticmethod
+    def _show_reply(channel: Channel, turn: Turn, reply: dict) -> None:
+        for name, value in reply.items():
+            setattr(turn, name, value)
+        channel.updated = utcnow()
+
+    @staticmethod
+    def _put_head_state(s, channel: Channel, packed, fingerprint: str, tokens: int) -> None:
+        s.add(StateRow(channel_id=channel.id, position=channel.head, fingerprint=fingerprint, pinned=False,
+                       tokens=tokens, header=packed.header, blob=packed.blob))
 
     # -- initial states
     async def get_initial(self, prompt_hash: str, fingerprint: str) -> tuple[State, int] | None:
@@ -450,6 +548,21 @@ class Store:
                 if ch.base_position > ch.head:
                     problems.append(f"channel {ch.id}: its base {ch.base_position} is beyond the head {ch.head}")
         return problems
+
+
+REPLY_FIELDS = ("out_text", "fed", "prompt_len", "feed_lengths")  # what differs between a turn's alternatives
+
+
+def _reply_of(row) -> dict:
+    return {name: getattr(row, name) for name in REPLY_FIELDS}
+
+
+def _label(alternatives: list[Alternative]) -> tuple[int, int]:
+    """(the chosen one's place, 1-based; how many); a turn without alternatives shows its one reply: (1, 1)."""
+    for place, alternative in enumerate(alternatives, 1):
+        if alternative.chosen:
+            return place, len(alternatives)
+    return 1, max(1, len(alternatives))
 
 
 def text_sql(sql: str):

@@ -18,6 +18,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from bot.adapters.discord.buttons import PressedMessage, read_press
 from bot.adapters.discord.personas import NONE, Persona, Personas, can_send
 from bot.adapters.discord.render import DiscordSurface, InteractionAnswer, describe, reply_to_message, send_to
 from bot.adapters.discord.slash import Chinese, build_tree
@@ -62,6 +63,9 @@ class _Client(discord.Client):
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:  # slash commands go to the tree
+        await self.adapter.on_press(interaction)
 
 
 class DiscordAdapter:
@@ -308,6 +312,43 @@ class DiscordAdapter:
                 await self._show_for_interaction(interaction, answer, await handling)
         finally:
             arrival.placed()
+
+    # ----- buttons under replies -----------------------------------------------------------------------------
+    async def on_press(self, interaction: discord.Interaction) -> None:
+        """A button under a character's reply (bot/adapters/discord/buttons.py)."""
+        incoming = read_press(interaction, title_of(interaction.channel, interaction.guild, interaction.user))
+        if incoming is None:
+            return
+        incoming.is_bot_admin = self.is_bot_admin(interaction.user)
+        arrival = self.commands.arrive(incoming)
+        try:
+            if arrival.needs_admin:
+                incoming.is_admin = self.is_admin(interaction.user, incoming.is_group, interaction.permissions)
+            with self._tracked():
+                answer = await self.commands.handle(incoming, arrival)
+                refusal = next((o.text for o in answer.outputs if isinstance(o, Reply)), "")
+                if refusal:
+                    await interaction.response.send_message(refusal, ephemeral=True)
+                else:
+                    await interaction.response.defer()
+                for output in answer.outputs:
+                    if isinstance(output, ReplyStream):
+                        await self._repaint(interaction, output, answer.lang)
+        except discord.HTTPException as exc:
+            log.warning("channel %s: a button press was not answered: %s", interaction.channel_id, describe(exc))
+        finally:
+            arrival.placed()
+
+    async def _repaint(self, interaction: discord.Interaction, stream: ReplyStream, lang: str) -> None:
+        """A swipe, painted into the message the pressed button is on."""
+        channel = interaction.channel or self.client.get_partial_messageable(interaction.channel_id)
+        target = await self.personas.target(channel, Persona(stream.speaker, stream.avatar))
+        surface = DiscordSurface(target, f"discord channel {interaction.channel_id}")
+        self._streams.add(stream)
+        try:
+            await Painter(surface, lang, into=(PressedMessage(interaction), target)).paint(stream)
+        finally:
+            self._streams.discard(stream)
 
     async def _refuse(self, interaction: discord.Interaction, incoming: Incoming, message_key: str) -> None:
         lang = await self.commands.language(incoming)

@@ -43,7 +43,8 @@ class Target:
     def render(self, index: int, chunk: str) -> str:
         return (self.prefix if index == 0 else "") + chunk
 
-    async def post(self, content: str):
+    async def post(self, content: str, view=discord.utils.MISSING):
+        """`view`: the buttons under the message (bot.adapters.discord.buttons.view_of)."""
         raise NotImplementedError
 
     def refused(self, exc: discord.HTTPException) -> None:
@@ -55,9 +56,9 @@ class WebhookTarget(Target):
                  fallback: Target):
         self.personas, self.hook, self.thread, self.name, self.fallback = personas, hook, thread, name, fallback
 
-    async def post(self, content: str):
+    async def post(self, content: str, view=discord.utils.MISSING):
         return await self.hook.send(content, username=self.name, wait=True, allowed_mentions=NONE,
-                                    thread=self.thread or discord.utils.MISSING)
+                                    thread=self.thread or discord.utils.MISSING, view=view)
 
     def refused(self, exc: discord.HTTPException) -> None:
         self.personas.forget(self.hook)
@@ -70,10 +71,11 @@ class BotTarget(Target):
         self.channel, self.reference, self.fallback = channel, reference, fallback
         self.prefix = f"**{discord.utils.escape_markdown(name)}**: " if name else ""
 
-    async def post(self, content: str):
+    async def post(self, content: str, view=discord.utils.MISSING):
         reference = self.reference.to_reference(fail_if_not_exists=False) if self.reference else None
         self.reference = None  # only the first message answers the user's
-        return await self.channel.send(content, allowed_mentions=NONE, reference=reference, mention_author=False)
+        return await self.channel.send(content, allowed_mentions=NONE, reference=reference, mention_author=False,
+                                       view=view or None)
 
 
 class FollowupTarget(Target):
@@ -83,8 +85,8 @@ class FollowupTarget(Target):
         self.interaction = interaction
         self.prefix = f"**{discord.utils.escape_markdown(name)}**: " if name else ""
 
-    async def post(self, content: str):
-        return await self.interaction.followup.send(content, wait=True, allowed_mentions=NONE)
+    async def post(self, content: str, view=discord.utils.MISSING):
+        return await self.interaction.followup.send(content, wait=True, allowed_mentions=NONE, view=view)
 
 
 def can_send(channel, me) -> bool:

@@ -7,6 +7,7 @@ import logging
 
 import discord
 
+from bot.adapters.discord.buttons import view_of
 from bot.adapters.discord.personas import NONE, Target
 from bot.adapters.discord.text import LIMIT
 from bot.adapters.painter import Gone, Skipped, Surface, Undeliverable
@@ -53,11 +54,11 @@ class DiscordSurface(Surface):
     def limit(self) -> int:
         return self.target.limit
 
-    async def post(self, index: int, text: str, *, final: bool):
+    async def post(self, index: int, text: str, *, final: bool, buttons=()):
         while True:
             target = self.target
             try:
-                return await target.post(target.render(index, text)), target
+                return await target.post(target.render(index, text), view_of(buttons)), target
             except discord.HTTPException as exc:
                 if target.fallback is None or not refused_here(exc):
                     raise failed(exc, final) from None
@@ -65,10 +66,11 @@ class DiscordSurface(Surface):
                 target.refused(exc)
                 self.target = target.fallback
 
-    async def edit(self, handle, index: int, text: str, *, final: bool):
+    async def edit(self, handle, index: int, text: str, *, final: bool, buttons=()):
         message, target = handle
         try:
-            await message.edit(content=target.render(index, text), allowed_mentions=NONE)
+            await message.edit(content=target.render(index, text), allowed_mentions=NONE,
+                               view=view_of(buttons) or None)
         except discord.NotFound:  # deleted meanwhile (a moderator, a removed webhook)
             raise Gone("the message was deleted") from None
         except discord.HTTPException as exc:

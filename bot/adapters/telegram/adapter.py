@@ -13,14 +13,15 @@ import re
 
 from telegram import BotCommand, BotCommandScopeAllGroupChats, ChatMember, Update
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseHandler, ChatMemberHandler, \
-    ContextTypes, MessageHandler, filters
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseHandler, CallbackQueryHandler, \
+    ChatMemberHandler, ContextTypes, MessageHandler, filters
 
 from bot.adapters.painter import Painter
 from bot.adapters.telegram import ptb_logs
 from bot.adapters.telegram.admins import AdminCheck
 from bot.adapters.telegram.incoming import TelegramMessage, Target, read_message
-from bot.adapters.telegram.outgoing import DeliveryFailed, Pacer, Sender, brief
+from bot.adapters.telegram.outgoing import DeliveryDeferred, DeliveryFailed, Pacer, Sender, brief
+from bot.adapters.telegram.presses import read_press
 from bot.adapters.telegram.surface import TelegramSurface
 from bot.adapters.telegram.text import MAX_MESSAGE_CHARS
 from bot.commands import (DOWNLOAD_FAILED, GROUP, PRIVATE, TOO_BIG, Answer, Arrival, Attachment, AttachmentProblem,
@@ -84,6 +85,7 @@ class TelegramAdapter:
         return [
             MessageHandler(filters.UpdateType.MESSAGE & (filters.TEXT | filters.CAPTION), self._on_message),
             ChatMemberHandler(self._on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
+            CallbackQueryHandler(self._on_press),
         ]
 
     # ----- running ----------------------------------------------------------------------------------------
@@ -134,7 +136,8 @@ class TelegramAdapter:
         self.bot_id, self.bot_username = self.application.bot.id, self.application.bot.username
         await self._publish_commands()
         await self.application.start()
-        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE, Update.MY_CHAT_MEMBER],
+        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE, Update.MY_CHAT_MEMBER,
+                                                                      Update.CALLBACK_QUERY],
                                                      error_callback=self._on_polling_error)
         self.ready.set()
         log.info("telegram: @%s is polling for updates", self.bot_username)
@@ -198,6 +201,41 @@ class TelegramAdapter:
         task = asyncio.create_task(self._serve(message, arrival))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        read = read_press(query)
+        if read is None:
+            task = asyncio.create_task(self._answer_press(query.id, ""))
+        else:
+            message, into = read
+            message.incoming.is_bot_admin = message.user_id in self.admins.admin_ids
+            arrival = self.commands.arrive(message.incoming)
+            task = asyncio.create_task(self._serve_press(query.id, message, into, arrival))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_press(self, query_id: str, message: TelegramMessage, into: int, arrival: Arrival) -> None:
+        """A button: answered as soon as the command layer has decided (a refusal is the answer's text), then
+        the swipe painted into the message the button is on."""
+        try:
+            answer = await self._answer(message, arrival)
+            refusal = next((o.text for o in answer.outputs if isinstance(o, Reply)), "")
+            await self._answer_press(query_id, refusal)
+            for output in answer.outputs:
+                if isinstance(output, ReplyStream):
+                    await self._render_stream(output, message.target, answer.lang, into=into)
+        except Exception:
+            log.exception("telegram chat %s: failed to handle a button", message.target.chat_id)
+        finally:
+            arrival.placed()
+            self.messages_done += 1
+
+    async def _answer_press(self, query_id: str, text: str) -> None:
+        try:
+            await self.sender.answer_press(query_id, text)
+        except (DeliveryFailed, DeliveryDeferred) as exc:  # the spinner stops by itself after a while
+            log.info("telegram: a button press was not answered: %s", exc)
 
     async def _serve(self, message: TelegramMessage, arrival: Arrival) -> None:
         """One message, from arrival to its final reply. Handled problems are one log line; a traceback is a bug."""
@@ -272,12 +310,12 @@ class TelegramAdapter:
                      exc)
             await self.sender.send_long(message.target, t("private_undeliverable", lang))
 
-    async def _render_stream(self, stream: ReplyStream, target: Target, lang: str) -> None:
+    async def _render_stream(self, stream: ReplyStream, target: Target, lang: str, into: int | None = None) -> None:
         self._streams.add(stream)
         if self._cutting_off:  # a turn that got its start during the shutdown's cut-off
             stream.cancel()
         try:
-            await Painter(TelegramSurface(self.sender, target), lang).paint(stream)
+            await Painter(TelegramSurface(self.sender, target), lang, into=into).paint(stream)
         finally:
             self._streams.discard(stream)
 

@@ -14,7 +14,7 @@ import time
 import warnings
 from typing import Awaitable, Callable, TypeVar
 
-from telegram import Bot, LinkPreviewOptions, ReplyParameters
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
@@ -55,6 +55,13 @@ def retry_after_seconds(exc: RetryAfter) -> float:
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         value = exc.retry_after
     return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+def keyboard(buttons) -> InlineKeyboardMarkup | None:
+    """One row of inline buttons (bot.commands.Button), or None."""
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in buttons]])
 
 
 class Pacer:
@@ -134,19 +141,27 @@ class Sender:
                 raise DeliveryFailed(f"{what}: {exc}") from None
 
     # ----- the calls the adapter makes ---------------------------------------------------------------------
-    async def send_text(self, target: Target, text: str, *, quote: bool = True, patient: bool = True) -> int:
-        """Send one message (at most the limit, not blank); returns its id."""
+    async def send_text(self, target: Target, text: str, *, quote: bool = True, patient: bool = True,
+                        buttons=()) -> int:
+        """Send one message (at most the limit, not blank), with a row of `buttons` under it; returns its id."""
         reply = (ReplyParameters(target.quote_id, allow_sending_without_reply=True)
                  if quote and target.quote_id else None)
         message = await self.call("sendMessage", lambda: self.bot.send_message(
             target.chat_id, text, message_thread_id=target.thread_id, reply_parameters=reply,
-            link_preview_options=NO_PREVIEW), patient=patient)
+            link_preview_options=NO_PREVIEW, reply_markup=keyboard(buttons)), patient=patient)
         return message.message_id
 
-    async def edit_text(self, target: Target, message_id: int, text: str, *, patient: bool) -> None:
+    async def edit_text(self, target: Target, message_id: int, text: str, *, patient: bool, buttons=()) -> None:
+        """Without `buttons` the message's inline keyboard goes away."""
         await self.call("editMessageText", lambda: self.bot.edit_message_text(
-            text, chat_id=target.chat_id, message_id=message_id, link_preview_options=NO_PREVIEW),
-            patient=patient)
+            text, chat_id=target.chat_id, message_id=message_id, link_preview_options=NO_PREVIEW,
+            reply_markup=keyboard(buttons)), patient=patient)
+
+    async def answer_press(self, query_id: str, text: str = "") -> None:
+        """Answer a button press (at once: the button shows a spinner until then); `text` shows to the presser
+        alone."""
+        await self.call("answerCallbackQuery", lambda: self.bot.answer_callback_query(
+            query_id, text=text or None, show_alert=bool(text)), patient=False)
 
     async def delete(self, target: Target, message_id: int) -> None:
         await self.call("deleteMessage", lambda: self.bot.delete_message(target.chat_id, message_id))

@@ -25,11 +25,11 @@ class TelegramSurface(Surface):
     def limit(self) -> int:
         return self.sender.message_limit
 
-    async def post(self, index: int, text: str, *, final: bool) -> int:
-        return await self.sender.send_text(self.target, text, quote=index == 0)
+    async def post(self, index: int, text: str, *, final: bool, buttons=()) -> int:
+        return await self.sender.send_text(self.target, text, quote=index == 0, buttons=buttons)
 
-    async def edit(self, message: int, index: int, text: str, *, final: bool) -> int:
-        await self.sender.edit_text(self.target, message, text, patient=final)
+    async def edit(self, message: int, index: int, text: str, *, final: bool, buttons=()) -> int:
+        await self.sender.edit_text(self.target, message, text, patient=final, buttons=buttons)
         return message
 
     async def delete(self, message: int) -> None:
