@@ -205,3 +205,53 @@ async def test_the_queue_place_shows_and_stop_before_a_word_drops_the_turn(tmp_p
         bot.app.engine.step_hook = None
         assert len(await bot.turns("64")) == 1 and len(await bot.turns("65")) == 1
         assert server.button_labels(waiting) == []
+
+
+async def test_alternatives_in_the_database_on_sqlite(tmp_path, demo7):
+    await check_alternatives(tmp_path, demo7, None)
+
+
+async def test_alternatives_in_the_database_on_postgres(tmp_path, demo7, postgres_url):
+    await check_alternatives(tmp_path, demo7, postgres_url)
+
+
+async def check_alternatives(tmp_path, demo7, db):
+    """Alternatives through the conversation layer: kept, the oldest beyond max_swipes dropped, the choice on the
+    turn row, all kept over a restart and removed with the turn."""
+    from bot.conversations import BACK, FORWARD, Swiped
+    from tests.chat_helpers import finish, send
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path, demo7, **({"db": db} if db else {}),
+                          settings={"sampling.temperature": 1.5, "sampling.top_p": 1, "sampling.max_tokens": 8,
+                                    "limits.max_swipes": 2})
+    key = ChannelKey("test", "c1")
+    app = await build_app(load_config(config, env={}))
+    try:
+        await send(app, "/char use Mira")
+        await send(app, "hello")
+        turn_id, _ = await app.conversations.last_turn(key)
+        texts = [(await app.conversations.transcript(key))[1][0].out_text]
+        for _ in range(2):
+            final = await finish(commands_stream(await app.conversations.swipe(key, turn_id, FORWARD)))
+            texts.append(final.text)
+        back = await app.conversations.swipe(key, turn_id, BACK)
+        assert isinstance(back, Swiped) and back.text == texts[1] and back.label == (1, 2)  # the first was dropped
+        assert [a.out_text for a in await app.store.alternatives(turn_id)] == texts[1:]
+    finally:
+        await app.close()
+    app = await build_app(load_config(config, env={}))
+    try:
+        assert (await app.conversations.transcript(key))[1][0].out_text == texts[1]
+        assert await app.store.swipe_label(turn_id) == (1, 2)
+        await send(app, "/undo")
+        assert await app.store.alternatives(turn_id) == []
+        assert await app.store.check() == []
+    finally:
+        await app.close()
+
+
+def commands_stream(turn):
+    from bot.commands.dispatch import reply_stream
+
+    return reply_stream(turn, "")
