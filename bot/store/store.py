@@ -304,6 +304,35 @@ class Store:
             channel.updated = utcnow()
             return channel.base_position
 
+    async def set_out_messages(self, channel_id: int, position: int, message_ids: list[str]) -> None:
+        """The bot's messages that show the reply of the turn at `position` (an edit or delete finds it by them)."""
+        async with self.sessions.begin() as s:
+            await s.execute(update(Turn).where(Turn.channel_id == channel_id, Turn.position == position)
+                            .values(out_message_ids=list(message_ids)))
+
+    async def rewrite_turns(self, channel_id: int, start: int, turns: list[dict], state: State, fingerprint: str,
+                            tokens: int) -> int:
+        """Atomically: the turns from `start` on become `turns` (at start, start+1, ...), `state` is the state
+        after the last of them, and the head moves there; returns the new head. Until this commits the old
+        history stays whole (a crash in the middle of an edit loses nothing)."""
+        packed = await asyncio.to_thread(pack_state, state)
+        head = start - 1 + len(turns)
+        async with self.sessions.begin() as s:
+            channel = await s.get(Channel, channel_id, with_for_update=True)
+            await s.execute(delete(Turn).where(Turn.channel_id == channel_id, Turn.position >= start))
+            await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id,
+                                                   StateRow.position >= min(start, head)))
+            await s.flush()
+            for offset, turn in enumerate(turns):
+                s.add(Turn(channel_id=channel_id, position=start + offset, **turn))
+            pinned = head <= channel.base_position  # the base's own state (here: the start) stays
+            s.add(StateRow(channel_id=channel_id, position=head, fingerprint=fingerprint, pinned=pinned,
+                           tokens=tokens, header=packed.header, blob=packed.blob))
+            channel.head = head
+            channel.updated = utcnow()
+            await self._prune(s, channel_id, head)
+        return head
+
     async def reset_channel(self, channel_id: int, initial: State, fingerprint: str, tokens: int,
                             **channel_fields) -> None:
         """Start over: no turns; the initial state pinned at position 0."""
