@@ -24,7 +24,7 @@ from bot.adapters.telegram.outgoing import DeliveryFailed, Pacer, Sender, brief
 from bot.adapters.telegram.surface import TelegramSurface
 from bot.adapters.telegram.text import MAX_MESSAGE_CHARS
 from bot.commands import (DOWNLOAD_FAILED, GROUP, PRIVATE, TOO_BIG, Answer, Arrival, Attachment, AttachmentProblem,
-                          CharacterLine, Output, Reply, ReplyStream)
+                          CharacterLine, Output, Reply, ReplyShown, ReplyStream, Retract)
 from bot.i18n import t
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class TelegramAdapter:
         """What the bot reacts to. Commands are not separate handlers: the command layer parses every text."""
         return [
             MessageHandler(filters.UpdateType.MESSAGE & (filters.TEXT | filters.CAPTION), self._on_message),
+            MessageHandler(filters.UpdateType.EDITED_MESSAGE & (filters.TEXT | filters.CAPTION), self._on_edit),
             ChatMemberHandler(self._on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
         ]
 
@@ -134,7 +135,8 @@ class TelegramAdapter:
         self.bot_id, self.bot_username = self.application.bot.id, self.application.bot.username
         await self._publish_commands()
         await self.application.start()
-        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE, Update.MY_CHAT_MEMBER],
+        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE, Update.EDITED_MESSAGE,
+                                                                      Update.MY_CHAT_MEMBER],
                                                      error_callback=self._on_polling_error)
         self.ready.set()
         log.info("telegram: @%s is polling for updates", self.bot_username)
@@ -199,10 +201,22 @@ class TelegramAdapter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, message: TelegramMessage, arrival: Arrival) -> None:
+    async def _on_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A user edited a message: the history follows (bot.commands.rewrites); a regenerated reply is painted
+        into the bot's messages that showed the old one."""
+        message = read_message(update.edited_message, self.bot_id, self.bot_username)
+        if message is None:
+            return
+        arrival = self.commands.arrive(message.incoming)  # before any await: after the messages sent before it
+        task = asyncio.create_task(self._serve(message, arrival, edit=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, message: TelegramMessage, arrival: Arrival, *, edit: bool = False) -> None:
         """One message, from arrival to its final reply. Handled problems are one log line; a traceback is a bug."""
         try:
-            answer = await self._answer(message, arrival)
+            answer = (await self.commands.edited(message.incoming, arrival) if edit
+                      else await self._answer(message, arrival))
             for output in answer.outputs:
                 await self._render(output, message, answer.lang)
         except DeliveryFailed as exc:
@@ -248,7 +262,10 @@ class TelegramAdapter:
     async def _render(self, output: Output, message: TelegramMessage, lang: str) -> None:
         target = message.target
         if isinstance(output, ReplyStream):
-            await self._render_stream(output, target, lang)
+            await self._render_stream(output, message, lang)
+        elif isinstance(output, Retract):
+            for message_id in output.message_ids:
+                await self.sender.delete(target, int(message_id))
         elif isinstance(output, Reply) and output.private and target.is_group:
             await self._send_privately(message, output, lang)
         elif isinstance(output, Reply):
@@ -272,14 +289,19 @@ class TelegramAdapter:
                      exc)
             await self.sender.send_long(message.target, t("private_undeliverable", lang))
 
-    async def _render_stream(self, stream: ReplyStream, target: Target, lang: str) -> None:
+    async def _render_stream(self, stream: ReplyStream, message: TelegramMessage, lang: str) -> None:
         self._streams.add(stream)
         if self._cutting_off:  # a turn that got its start during the shutdown's cut-off
             stream.cancel()
+        painter = Painter(TelegramSurface(self.sender, message.target), lang)
+        painter.reuse([int(message_id) for message_id in stream.into])
         try:
-            await Painter(TelegramSurface(self.sender, target), lang).paint(stream)
+            final = await painter.paint(stream)
         finally:
             self._streams.discard(stream)
+        if final.position and not painter.undeliverable:  # an edit or delete of these finds the reply
+            await self.commands.shown(ReplyShown(message.incoming.platform, message.incoming.channel_id,
+                                                 final.position, [str(m) for m in painter.message_handles()]))
 
     async def _on_membership(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         change = update.my_chat_member
