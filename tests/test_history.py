@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from bot.cards.turns import turn
 from bot.commands import MessageGone, ReplyShown, ReplyStream, Retract
 from bot.conversations import ChannelKey
@@ -204,8 +202,25 @@ async def test_a_rewrite_cut_off_before_its_commit_leaves_the_old_history_whole(
         await second.close()
 
 
-@pytest.mark.parametrize("data", [MessageGone("discord", "5", "7").to_dict(),
-                                  ReplyShown("telegram", "1:2", 3, ["9", "10"]).to_dict()])
-def test_the_boundary_types_round_trip(data):
-    kind = MessageGone if "position" not in data else ReplyShown
-    assert kind.from_dict(data).to_dict() == data
+def test_the_boundary_types_of_edits_and_deletes_round_trip_through_json():
+    import json
+
+    from bot.commands import DONE, Answer, Final, event_from_dict, output_from_dict
+
+    def through_json(data):
+        return json.loads(json.dumps(data))
+
+    gone, report = MessageGone("discord", "5", "7"), ReplyShown("telegram", "1:2", 3, ["9", "10"])
+    assert MessageGone.from_dict(through_json(gone.to_dict())) == gone
+    assert ReplyShown.from_dict(through_json(report.to_dict())) == report
+    assert output_from_dict(through_json(Retract(["11", "12"]).to_dict())) == Retract(["11", "12"])
+    final = Final("Hello.", DONE, position=4)
+    assert event_from_dict(through_json(final.to_dict())) == final
+
+    async def no_events():
+        return
+        yield
+
+    answer = Answer([ReplyStream("Mira", None, no_events(), into=["20", "21"])], "en")
+    rebuilt = Answer.from_dict(through_json(answer.to_dict()), streams=[no_events()])
+    assert rebuilt.outputs[0].into == ["20", "21"]
