@@ -130,10 +130,7 @@ class HistoryRewrites:
         ch = await self.store.find_channel(key.platform, key.external_id)
         if ch is None or not message_id:
             return ch, None
-        for t in await self.store.turns(ch.id, after=ch.base_position):
-            if t.in_message_id == message_id or message_id in (t.out_message_ids or ()):
-                return ch, t
-        return ch, None
+        return ch, await self.store.turn_by_message(ch.id, message_id, after=ch.base_position)
 
     async def _rewrite(self, ch, card, start: int, turns: list) -> None:
         """The turns from `start` on become `turns`, each fed again after the state before `start` (the state is

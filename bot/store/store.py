@@ -304,6 +304,19 @@ class Store:
             channel.updated = utcnow()
             return channel.base_position
 
+    async def turn_by_message(self, channel_id: int, message_id: str, after: int = 0) -> Turn | None:
+        """The turn after `after` that the platform message `message_id` fed, or whose reply it shows."""
+        where = (Turn.channel_id == channel_id, Turn.position > after)
+        async with self.sessions() as s:
+            fed = (await s.execute(select(Turn).where(*where, Turn.in_message_id == message_id)
+                                   .limit(1))).scalar_one_or_none()
+            if fed is not None:
+                return fed
+            for position, shown in (await s.execute(select(Turn.position, Turn.out_message_ids).where(*where))):
+                if message_id in (shown or ()):
+                    return (await s.execute(select(Turn).where(*where, Turn.position == position))).scalar_one()
+        return None
+
     async def set_out_messages(self, channel_id: int, position: int, message_ids: list[str]) -> None:
         """The bot's messages that show the reply of the turn at `position` (an edit or delete finds it by them)."""
         async with self.sessions.begin() as s:
