@@ -6,6 +6,7 @@ the start. Replies written with /edit (the same text fed the same way in both ch
 of both channels the same whatever the model would say, so the states must be equal bit for bit."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from bot.cards.turns import turn
@@ -224,3 +225,42 @@ def test_the_boundary_types_of_edits_and_deletes_round_trip_through_json():
     answer = Answer([ReplyStream("Mira", None, no_events(), into=["20", "21"])], "en")
     rebuilt = Answer.from_dict(through_json(answer.to_dict()), streams=[no_events()])
     assert rebuilt.outputs[0].into == ["20", "21"]
+
+
+async def test_edits_and_deletes_on_postgres_and_the_migration_both_ways(tmp_path, demo7, postgres_url):
+    from bot.store.migrate import downgrade_database, upgrade_database
+
+    config = write_config(tmp_path, demo7, db=postgres_url)
+    app = await open_app(config)
+    try:
+        await fixed_channel(app, "p", LINES)
+        await app.commands.shown(ReplyShown("test", "p", 3, ["b3"]))
+        await edit(app, "p", "m1", "good evening")
+        await delete(app, "p", "m2")
+        assert [o.message_ids for o in (await delete(app, "p", "m3")).outputs] == [["b3"]]
+        await fixed_channel(app, "fresh", [("x1", "good evening", "Morning to you.")])
+        assert states_equal(await head_state(app, "p"), await head_state(app, "fresh"))
+    finally:
+        await app.close()
+    await asyncio.to_thread(downgrade_database, postgres_url, "0003")  # the columns go; the turns stay
+    assert await turn_columns(postgres_url) == (False, 1)
+    await asyncio.to_thread(upgrade_database, postgres_url, "head")
+    assert await turn_columns(postgres_url) == (True, 1)
+
+
+async def turn_columns(url: str) -> tuple[bool, int]:
+    """(whether the turns table has the message columns, how many turns channel "p" has)."""
+    from sqlalchemy import inspect, text
+
+    from bot.store import Store
+
+    store = Store(url)
+    await store.open(migrate=False)
+    try:
+        async with store.engine.connect() as conn:
+            names = await conn.run_sync(lambda sync: {c["name"] for c in inspect(sync).get_columns("turns")})
+            count = (await conn.execute(text("SELECT count(*) FROM turns JOIN channels ON channels.id = "
+                                             "turns.channel_id WHERE channels.external_id = 'p'"))).scalar_one()
+        return {"in_message_id", "out_message_ids"} <= names, count
+    finally:
+        await store.close()
