@@ -2,7 +2,6 @@
 `edited_message` updates), the real engine (greedy) and SQLite. Telegram does not tell bots about deletes."""
 from __future__ import annotations
 
-from bot.conversations import ChannelKey
 from bot.engine.backend import states_equal
 from tests.chat_helpers import head_state
 from tests.test_telegram import running, server, telegram_config  # noqa: F401  (the fixture)

@@ -10,15 +10,12 @@ sent before it.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from bot.commands.base import Context
 from bot.commands.messages import Answer, Incoming, MessageGone, ReplyShown, ReplyStream, Retract
 from bot.conversations import ChannelKey
 from bot.conversations.history import REGENERATED, UNCHANGED
 from bot.i18n import normalize_lang
-
-log = logging.getLogger(__name__)
 
 
 async def edited(cmds, incoming: Incoming, arrival=None) -> Answer:
