@@ -20,9 +20,12 @@ async def test_an_edit_of_the_latest_message_regenerates_the_reply_in_the_same_m
         await bot.say(chat, 42, "good morning")
         asked = await bot.say(chat, 42, "where is the harbour?")
         shown = server.messages(42)
+        versions = len(shown[-1].history)
         assert await bot.turns_shown(42)
         await edit(bot, chat, asked, "where is the lighthouse?")
         assert [m.message_id for m in server.messages(42)] == [m.message_id for m in shown]  # no new message
+        assert len(server.messages(42)[-1].history) > versions  # the reply was written again into it
+        assert server.messages(42)[-1].text == (await bot.turns("42"))[-1].out_text.strip()
 
         fresh = server.private_chat(43, "Ann")
         await bot.say(fresh, 43, "good morning")
