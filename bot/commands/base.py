@@ -48,6 +48,7 @@ class Context:
     # quotas: the terminal's local user and the ids/roles the owner configured (telegram.admin_ids,
     # discord.admin_ids, discord.admin_role_ids). A bot admin is a chat admin everywhere.
     is_bot_admin: bool = False
+    message_id: str = ""  # the platform's id of the message (a line fed with it can be edited or deleted there)
 
     @property
     def user_key(self) -> str:

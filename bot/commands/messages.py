@@ -255,14 +255,16 @@ class Queued:
 class Final:
     """The last event of a stream. DONE: `text` is committed to the conversation; EMPTY: committed, but the
     character said nothing; CANCELLED / ENGINE_ERROR / STOPPED: nothing was committed and `text` is what was
-    written so far. `buttons`: what to show under the reply's last message (its swipes)."""
+    written so far. `buttons`: what to show under the reply's last message (its swipes). `position`: the
+    committed turn's place in the channel's history (0 when nothing was committed), for `ReplyShown`."""
     text: str
     outcome: str
     buttons: list[Button] = field(default_factory=list)
+    position: int = 0
 
     def to_dict(self) -> dict:
         return {"type": "final", "text": self.text, "outcome": self.outcome,
-                "buttons": [b.to_dict() for b in self.buttons]}
+                "buttons": [b.to_dict() for b in self.buttons], "position": self.position}
 
 
 StreamEvent = Union[Partial, Queued, Final]
@@ -274,7 +276,7 @@ def event_from_dict(data: dict) -> StreamEvent:
     if data["type"] == "queued":
         return Queued(int(data["ahead"]))
     if data["type"] == "final" and data["outcome"] in OUTCOMES:
-        return Final(data["text"], data["outcome"], _buttons_from(data.get("buttons")))
+        return Final(data["text"], data["outcome"], _buttons_from(data.get("buttons")), data.get("position", 0))
     raise ValueError(f"not a stream event: {data.get('type')!r}")
 
 
@@ -285,10 +287,12 @@ class ReplyStream:
     (`from_dict` takes them back as any async iterable, and where cancelling goes)."""
 
     def __init__(self, speaker: str, avatar: bytes | None, events: AsyncIterable[StreamEvent],
-                 cancel: Callable[[], None] | None = None, buttons: list[Button] | None = None):
+                 cancel: Callable[[], None] | None = None, buttons: list[Button] | None = None,
+                 into: list[str] | None = None):
         self.speaker = speaker
         self.avatar = avatar
         self.buttons = buttons or []  # shown under the reply while it is written (⏹)
+        self.into = list(into or [])  # the bot's messages to paint it into (a reply regenerated after an edit)
         self._events = events
         self._cancel = cancel
 
@@ -302,16 +306,66 @@ class ReplyStream:
 
     def to_dict(self) -> dict:
         return {"type": "stream", "speaker": self.speaker, "avatar": _b64(self.avatar),
-                "buttons": [b.to_dict() for b in self.buttons]}
+                "buttons": [b.to_dict() for b in self.buttons], "into": self.into}
 
     @classmethod
     def from_dict(cls, data: dict, events: AsyncIterable[StreamEvent],
                   cancel: Callable[[], None] | None = None) -> "ReplyStream":
-        return cls(data["speaker"], _unb64(data.get("avatar")), events, cancel, _buttons_from(data.get("buttons")))
+        return cls(data["speaker"], _unb64(data.get("avatar")), events, cancel, _buttons_from(data.get("buttons")),
+                   data.get("into"))
 
 
-Output = Union[Reply, CharacterLine, ReplyStream, Goodbye]
-_OUTPUTS = {"reply": Reply, "character_line": CharacterLine, "goodbye": Goodbye}
+@dataclass
+class Retract:
+    """Delete these messages of the bot's (a reply whose exchange was undone by a delete on the platform)."""
+    message_ids: list[str]
+
+    def to_dict(self) -> dict:
+        return {"type": "retract", "message_ids": list(self.message_ids)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Retract":
+        return cls(list(data["message_ids"]))
+
+
+Output = Union[Reply, CharacterLine, ReplyStream, Goodbye, Retract]
+_OUTPUTS = {"reply": Reply, "character_line": CharacterLine, "goodbye": Goodbye, "retract": Retract}
+
+
+# ----- edits and deletes on the platform ------------------------------------------------------------------------
+# An edited message comes in as an `Incoming` (its new text, its `message_id`) to `Commands.edited`.
+@dataclass
+class MessageGone:
+    """A message was deleted on the platform (by its author or a moderator: the platform does not say whom)."""
+    platform: str
+    channel_id: str
+    message_id: str
+
+    def to_dict(self) -> dict:
+        return {"platform": self.platform, "channel_id": self.channel_id, "message_id": self.message_id}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MessageGone":
+        return cls(data["platform"], data["channel_id"], data["message_id"])
+
+
+@dataclass
+class ReplyShown:
+    """The bot's messages that show the reply committed at `position` (`Final.position`), reported by the
+    adapter once it has painted them, so that deleting one of them undoes the reply, and an edit of the line
+    repaints them."""
+    platform: str
+    channel_id: str
+    position: int
+    message_ids: list[str]
+
+    def to_dict(self) -> dict:
+        return {"platform": self.platform, "channel_id": self.channel_id, "position": self.position,
+                "message_ids": list(self.message_ids)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ReplyShown":
+        return cls(data["platform"], data["channel_id"], data["position"], list(data["message_ids"]))
 
 
 def output_from_dict(data: dict, events: AsyncIterable[StreamEvent] | None = None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from bot.cards.turns import reply_cue, sanitize_name, sanitize_text, turn
+from bot.conversations.history import UNANSWERED, HistoryRewrites
 from bot.conversations.labels import distinct_label
 from bot.conversations.swipes import Swipes, TurnStopped
 from bot.engine.backend import State, clone_state
@@ -147,7 +148,7 @@ class ChannelView:
     settings: dict
 
 
-class Conversations(Swipes):
+class Conversations(Swipes, HistoryRewrites):
     def __init__(self, engine: Engine, store: Store, library, *, sampling_defaults: SamplingParams | None = None,
                  max_context_tokens: int = 0, hot_states: int = 256, max_message_chars: int = 4000,
                  max_name_chars: int = 32, max_message_tokens: int = 2048, channel_queue: int = 3,
@@ -233,13 +234,14 @@ class Conversations(Swipes):
 
     # ----- turns ------------------------------------------------------------------------------------------
     async def say(self, key: ChannelKey, speaker: str, text: str, *, kind: str = "say",
-                  reply_speaker: str | None = None, seed: int | None = None) -> TurnStream:
-        """A line spoken to the character (by the user, or by NAME with /as); the character replies."""
+                  reply_speaker: str | None = None, seed: int | None = None, message_id: str = "") -> TurnStream:
+        """A line spoken to the character (by the user, or by NAME with /as); the character replies.
+        `message_id`: the platform's message that said it (its edits and deletes rewrite this turn)."""
         cleaned, notice = self._clean_message(text)
         if not cleaned:
             raise ConversationError("empty_message")
         return await self._turn(key, kind=kind, speaker=speaker, text=cleaned, reply_speaker=reply_speaker,
-                                seed=seed, notice=notice)
+                                seed=seed, notice=notice, message_id=message_id)
 
     async def continue_(self, key: ChannelKey, reply_speaker: str | None = None, seed: int | None = None) -> TurnStream:
         """The character (or `reply_speaker`) goes on speaking without a new line from the user."""
@@ -262,10 +264,11 @@ class Conversations(Swipes):
         except BaseException:
             lock.release()
             raise
-        kind = "say" if last.kind == "edit" else last.kind
+        kind = "say" if last.kind in ("edit", UNANSWERED) else last.kind
         return await self._turn(key, kind=kind, speaker=last.in_speaker, text=last.in_text,
                                 reply_speaker=last.out_speaker, seed=seed, lock=lock, replace=True,
-                                alternative_of=last.id)
+                                alternative_of=None if last.kind == UNANSWERED else last.id,
+                                message_id=last.in_message_id or "")
 
     def _clean_message(self, text: str) -> tuple[str, tuple[str, dict] | None]:
         """The text as fed (one turn, storable), and the notice to give when it had to be shortened: at most
@@ -291,7 +294,7 @@ class Conversations(Swipes):
     async def _turn(self, key: ChannelKey, *, kind: str, speaker: str | None, text: str | None,
                     reply_speaker: str | None, seed: int | None, notice: tuple[str, dict] | None = None,
                     lock: asyncio.Lock | None = None, replace: bool = False,
-                    alternative_of: int | None = None) -> TurnStream:
+                    alternative_of: int | None = None, message_id: str = "") -> TurnStream:
         """Generate a turn after the head, or (`replace`) in place of the last turn, from the state before it."""
         lock = lock or await self._acquire(key)
         try:
@@ -324,7 +327,8 @@ class Conversations(Swipes):
             lock.release()
             raise
         committed = asyncio.get_running_loop().create_future()
-        record = {"kind": kind, "in_speaker": in_speaker, "in_text": text, "out_speaker": out_speaker}
+        record = {"kind": kind, "in_speaker": in_speaker, "in_text": text, "out_speaker": out_speaker,
+                  "in_message_id": message_id or None}
         finish = _Finish(ch, hot, generation, len(prompt_tokens), record, committed, lock, replace, rebase,
                          alternative_of)
         stream = TurnStream(out_speaker, getattr(card, "avatar", None), generation, committed, *(notice or ("",)),
@@ -380,10 +384,15 @@ class Conversations(Swipes):
 
     async def _preamble(self, card, ch: Channel, base: int, text: str, user_label: str, char_label: str) -> str:
         """Lorebook notes and post-history instructions for this reply (bot.cards decides what applies)."""
+        recent = await self.store.turns(ch.id, after=max(0, base - RECENT_TURNS), upto=base)
+        return await self._preamble_after(card, recent, text, user_label, char_label)
+
+    async def _preamble_after(self, card, recent_turns: list, text: str, user_label: str, char_label: str) -> str:
+        """The preamble of a reply to `text` after `recent_turns` (the last RECENT_TURNS turns before it)."""
         from bot.cards import reply_preamble
 
         recent = []
-        for t in await self.store.turns(ch.id, after=max(0, base - RECENT_TURNS), upto=base):
+        for t in recent_turns[-RECENT_TURNS:]:
             recent += [x for x in (t.in_text, t.out_text) if x]
         # Card work (lorebook scan, macros) runs in a thread: a large or hostile card must not stall other channels.
         return await asyncio.to_thread(reply_preamble, card, message=text, recent=recent, user=user_label,
@@ -431,7 +440,8 @@ class Conversations(Swipes):
             tokens = before.tokens + len(result.fed)
             record = dict(kind="edit", in_speaker=last.in_speaker, in_text=last.in_text,
                           out_speaker=last.out_speaker, out_text=cleaned, fed=tokens_to_bytes(result.fed),
-                          prompt_len=last.prompt_len, feed_lengths=run_length(result.feed_lengths))
+                          prompt_len=last.prompt_len, feed_lengths=run_length(result.feed_lengths),
+                          in_message_id=last.in_message_id, out_message_ids=last.out_message_ids)
             try:
                 position = await self.store.commit_turn(ch.id, record, result.state, self.fingerprint, tokens,
                                                         replace=True)

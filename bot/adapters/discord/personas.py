@@ -120,6 +120,11 @@ class Personas:
         thread = channel if isinstance(channel, discord.Thread) else None
         return WebhookTarget(self, hook, thread, webhook_username(persona.name), fallback=as_bot)
 
+    def known_hook(self, channel) -> discord.Webhook | None:
+        """The webhook already in use in `channel` (a thread: its parent's), if any; nothing is asked of Discord."""
+        home = channel.parent if isinstance(channel, discord.Thread) else channel
+        return self._hooks.get(getattr(home, "id", None))
+
     def forget(self, hook: discord.Webhook) -> None:
         for channel_id, known in list(self._hooks.items()):
             if known.id == hook.id:
