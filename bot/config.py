@@ -111,6 +111,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_channels": Key("int", 100_000, "conversations in the database", low=1, high=1_000_000_000),
         "max_user_cards": Key("int", 10, "cards of their own one user may import (characters.user_imports)",
                               low=0, high=100_000),
+        "max_cast": Key("int", 8, "characters in one channel's scene (/cast), its own character included", low=1,
+                        high=64),
         "max_library_mib": Key("int", 1024, "imported card files stored in all (each is also held in memory)",
                                low=1, high=1_000_000),
     },

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from bot.cards.turns import reply_cue, sanitize_name, sanitize_text, turn
+from bot.conversations.errors import ConversationError
 from bot.conversations.labels import distinct_label
+from bot.conversations.scenes import Scenes, forget_fed
 from bot.engine.backend import State, clone_state
 from bot.engine.params import SamplingParams
 from bot.engine.engine import Engine
@@ -31,15 +33,6 @@ log = logging.getLogger(__name__)
 CHAT_FORMATS = ("names", "user-assistant")
 DEFAULT_MAX_CONTEXT = 8192
 RECENT_TURNS = 4  # turns scanned for lorebook keys besides the new message
-
-
-class ConversationError(Exception):
-    """A request that cannot be done as asked; `key` names a message in bot.i18n, `args` fill it in."""
-
-    def __init__(self, key: str, **args):
-        super().__init__(key)
-        self.key = key
-        self.args_ = args
 
 
 class Busy(ConversationError):
@@ -100,9 +93,10 @@ class TurnStream:
     """A reply being generated: iterate for the text so far; `await result()` returns once it is committed."""
 
     def __init__(self, speaker: str, avatar: bytes | None, generation, committed: asyncio.Future, notice: str = "",
-                 notice_args: dict | None = None):
+                 notice_args: dict | None = None, named: bool = False):
         self.speaker = speaker
         self.avatar = avatar
+        self.named = named  # several characters share the channel: the speaker's name is shown with the text
         self.notice = notice  # a bot.i18n key, e.g. "message_truncated", filled in with notice_args
         self.notice_args = notice_args or {}
         self._generation = generation
@@ -132,12 +126,13 @@ class ChannelView:
     settings: dict
 
 
-class Conversations:
+class Conversations(Scenes):
     def __init__(self, engine: Engine, store: Store, library, *, sampling_defaults: SamplingParams | None = None,
                  max_context_tokens: int = 0, hot_states: int = 256, max_message_chars: int = 4000,
                  max_name_chars: int = 32, max_message_tokens: int = 2048, channel_queue: int = 3,
-                 global_queue: int = 1000, state_id: str = "", quotas: Quotas = NO_QUOTAS):
+                 global_queue: int = 1000, state_id: str = "", quotas: Quotas = NO_QUOTAS, max_cast: int = 8):
         self.engine = engine
+        self.max_cast = max_cast  # characters in one channel's scene
         self.store = store
         self.library = library
         self.tokenizer = engine.tokenizer
@@ -204,7 +199,8 @@ class Conversations:
         card = self.library.get(ch.character) if ch.character else None
         return card or self.library.default()
 
-    def _labels(self, ch: Channel, card, speaker: str | None = None, replier: str | None = None) -> tuple[str, str]:
+    def _labels(self, ch: Channel, card, speaker: str | None = None, replier: str | None = None,
+                cast: tuple[str, ...] = ()) -> tuple[str, str]:
         """(character label, user label) as the model reads them. A user whose name is the character's (or the
         one who replies this time, or a label the bot feeds itself, like "System") is told apart by a suffix:
         nobody's line can pass for the character's or for a note."""
@@ -212,17 +208,20 @@ class Conversations:
             return "Assistant", "User"
         char = self.speaker_name(card.display_name, fallback="Bot")
         user = self.speaker_name(speaker or ch.user_label)
-        return char, distinct_label(user, cast=(char, replier or char), max_chars=self.max_name_chars)
+        return char, distinct_label(user, cast=(char, replier or char, *cast), max_chars=self.max_name_chars)
 
     # ----- turns ------------------------------------------------------------------------------------------
     async def say(self, key: ChannelKey, speaker: str, text: str, *, kind: str = "say",
-                  reply_speaker: str | None = None, seed: int | None = None) -> TurnStream:
-        """A line spoken to the character (by the user, or by NAME with /as); the character replies."""
+                  reply_speaker: str | None = None, seed: int | None = None, who: str | None = None,
+                  addressed_to: str = "") -> TurnStream:
+        """A line spoken to the character (by the user, or by NAME with /as); the character replies. `who`
+        ("platform:user id") speaks under their /persona; `addressed_to`: the character whose message the line
+        answers (a scene's speaker when nobody is named)."""
         cleaned, notice = self._clean_message(text)
         if not cleaned:
             raise ConversationError("empty_message")
         return await self._turn(key, kind=kind, speaker=speaker, text=cleaned, reply_speaker=reply_speaker,
-                                seed=seed, notice=notice)
+                                seed=seed, notice=notice, who=who, addressed_to=addressed_to)
 
     async def continue_(self, key: ChannelKey, reply_speaker: str | None = None, seed: int | None = None) -> TurnStream:
         """The character (or `reply_speaker`) goes on speaking without a new line from the user."""
@@ -267,7 +266,8 @@ class Conversations:
 
     async def _turn(self, key: ChannelKey, *, kind: str, speaker: str | None, text: str | None,
                     reply_speaker: str | None, seed: int | None, notice: tuple[str, dict] | None = None,
-                    lock: asyncio.Lock | None = None, replace: bool = False) -> TurnStream:
+                    lock: asyncio.Lock | None = None, replace: bool = False, who: str | None = None,
+                    addressed_to: str = "") -> TurnStream:
         """Generate a turn after the head, or (`replace`) in place of the last turn, from the state before it."""
         lock = lock or await self._acquire(key)
         try:
@@ -277,19 +277,26 @@ class Conversations:
                 raise ConversationError("no_character")
             reply_speaker = reply_speaker or (ch.settings or {}).get("next_speaker")
             replier = self.speaker_name(reply_speaker) if reply_speaker and ch.chat_format == "names" else None
-            char_label, user_label = self._labels(ch, card, speaker, replier)
-            out_speaker = replier or char_label
+            if kind == "say":
+                speaker = self.persona_name(ch, who) or speaker
+            scene = tuple(m.label for m in self.members(ch, card)[1:]) if ch.chat_format == "names" else ()
+            char_label, user_label = self._labels(ch, card, speaker, replier, cast=scene)
             base = ch.head - 1 if replace else ch.head
+            cue = await self.scene_cue(ch, card, base=base, text=text, forced=replier, char_label=char_label,
+                                       addressed_to=addressed_to, who=who if kind == "say" else None,
+                                       user_label=user_label)
+            out_speaker = cue.label
             hot = await self._state_at(ch, card, base)
             rebase = None
             if hot.tokens > self.max_context:  # committed with the turn, so a turn cut off leaves no rebase
                 log.info("channel %s: context over %d tokens; rebasing", ch.id, self.max_context)
                 hot = await self._rebased_state(ch, card, base)
                 rebase = (base, hot.state, hot.tokens)
-            prompt = ""
+            prompt = cue.notes  # a scene's introductions and persona descriptions, before the line
             if text is not None:
                 in_speaker = user_label if kind == "say" else self.speaker_name(speaker)
-                prompt = turn(in_speaker, text) + await self._preamble(card, ch, base, text, user_label, char_label)
+                prompt += turn(in_speaker, text) + await self._preamble(
+                    cue.card, ch, base, text, user_label, char_label if cue.card is card else out_speaker)
             else:
                 in_speaker = None
             prompt += reply_cue(out_speaker)
@@ -301,11 +308,13 @@ class Conversations:
             raise
         committed = asyncio.get_running_loop().create_future()
         record = {"kind": kind, "in_speaker": in_speaker, "in_text": text, "out_speaker": out_speaker}
-        finish = _Finish(ch, hot, generation, len(prompt_tokens), record, committed, lock, replace, rebase)
+        finish = _Finish(ch, hot, generation, len(prompt_tokens), record, committed, lock, replace, rebase,
+                         cue.settings)
         task = asyncio.create_task(self._finish_turn(finish))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return TurnStream(out_speaker, getattr(card, "avatar", None), generation, committed, *(notice or ("",)))
+        return TurnStream(out_speaker, getattr(cue.card, "avatar", None), generation, committed,
+                          *(notice or ("",)), named=cue.named)
 
     async def _finish_turn(self, f: "_Finish") -> None:
         ch = f.channel
@@ -321,9 +330,8 @@ class Conversations:
                 log.error("channel %s: turn not stored: %s", ch.id, exc.__class__.__name__)  # (its text holds ours)
                 raise _NotStored("the reply could not be stored") from None
             self._remember(ch.id, HotState(position, self.fingerprint, tokens, result.state))
-            if (ch.settings or {}).get("next_speaker"):  # /reply NAME applies to one reply
-                await self.store.update_channel(ch.id, settings={k: v for k, v in ch.settings.items()
-                                                                  if k != "next_speaker"})
+            if f.settings != (ch.settings or {}):  # /reply NAME used up, what the scene has now read
+                await self.store.update_channel(ch.id, settings=f.settings)
             f.committed.set_result(TurnResult(storable(result.text), f.record["out_speaker"], position,
                                               result.stop_reason))
         except BaseException as exc:  # cancelled or failed: nothing was committed; the channel is unchanged
@@ -509,6 +517,7 @@ class Conversations:
             settings = dict(ch.settings or {})
             settings["greeting"] = save.snapshot.get("greeting")
             settings.pop("next_speaker", None)
+            forget_fed(settings)
             fields["settings"] = settings
             for k, v in fields.items():
                 setattr(ch, k, v)
@@ -575,6 +584,7 @@ class Conversations:
         settings = dict(ch.settings or {})
         settings["greeting"] = prompt.greeting
         settings["prompt_hash"] = _hash(prompt.text)
+        forget_fed(settings)
         await self.store.reset_channel(ch.id, state, self.fingerprint, tokens, character=card.content_hash(),
                                        greeting_index=greeting_index, chat_format=ch.chat_format,
                                        user_label=ch.user_label, settings=settings)
@@ -731,6 +741,7 @@ class _Finish:
     lock: asyncio.Lock
     replace: bool
     rebase: tuple | None
+    settings: dict  # the channel's settings once the turn is committed
 
 
 class _Held:
