@@ -88,7 +88,8 @@ class Commands:
                           is_group=incoming.is_group, is_bot_admin=incoming.is_bot_admin,
                           attachment=((incoming.attachment.filename, incoming.attachment.data)
                                       if incoming.attachment else None), settings=settings,
-                          chat_title=incoming.chat_title, surface=incoming.surface)
+                          chat_title=incoming.chat_title, surface=incoming.surface,
+                          reply_to_speaker=incoming.reply_to_speaker)
             working = asyncio.ensure_future(self._dispatch(ctx, incoming.text, incoming.command,
                                                            incoming.attachment_problem))
             # One loop step lets the command run up to the conversation's queue (a turn queues there before its
@@ -178,7 +179,8 @@ class Commands:
         return outputs
 
     async def _chat(self, ctx: Context, text: str) -> list[Output]:
-        return with_notice(await self.conversations.say(ctx.key, ctx.user_name, text), ctx.lang)
+        return with_notice(await self.conversations.say(ctx.key, ctx.user_name, text, who=ctx.user_key,
+                                                        addressed_to=ctx.reply_to_speaker), ctx.lang)
 
     async def _guarded(self, ctx: Context, what: str, work) -> list[Output]:
         """Handled problems become one clear reply and one log line (no traceback: a traceback means a bug)."""
@@ -206,7 +208,7 @@ class Commands:
     def _boundary(output) -> Output:
         """A reply being generated leaves as a stream of plain events; everything else is plain already."""
         if isinstance(output, TurnStream):
-            return ReplyStream(output.speaker, output.avatar, turn_events(output), output.cancel)
+            return ReplyStream(output.speaker, output.avatar, turn_events(output), output.cancel, named=output.named)
         return output
 
 

@@ -254,7 +254,8 @@ class TelegramAdapter:
         elif isinstance(output, Reply):
             await self._send_reply(target, output)
         elif isinstance(output, CharacterLine):
-            await Painter(TelegramSurface(self.sender, target), lang).say(output.text)
+            await Painter(TelegramSurface(self.sender, target, output.speaker if output.named else ""),
+                          lang).say(output.text)
 
     async def _send_reply(self, target: Target, reply: Reply) -> None:
         if reply.file:
@@ -277,7 +278,8 @@ class TelegramAdapter:
         if self._cutting_off:  # a turn that got its start during the shutdown's cut-off
             stream.cancel()
         try:
-            await Painter(TelegramSurface(self.sender, target), lang).paint(stream)
+            await Painter(TelegramSurface(self.sender, target, stream.speaker if stream.named else ""),
+                          lang).paint(stream)
         finally:
             self._streams.discard(stream)
 
