@@ -282,16 +282,16 @@ class Conversations(Scenes):
             scene = tuple(m.label for m in self.members(ch, card)[1:]) if ch.chat_format == "names" else ()
             char_label, user_label = self._labels(ch, card, speaker, replier, cast=scene)
             base = ch.head - 1 if replace else ch.head
-            cue = await self.scene_cue(ch, card, base=base, text=text, forced=replier, char_label=char_label,
-                                       addressed_to=addressed_to, who=who if kind == "say" else None,
-                                       user_label=user_label)
-            out_speaker = cue.label
             hot = await self._state_at(ch, card, base)
             rebase = None
             if hot.tokens > self.max_context:  # committed with the turn, so a turn cut off leaves no rebase
                 log.info("channel %s: context over %d tokens; rebasing", ch.id, self.max_context)
                 hot = await self._rebased_state(ch, card, base)
                 rebase = (base, hot.state, hot.tokens)
+            cue = await self.scene_cue(ch, card, base=base, text=text, forced=replier, char_label=char_label,
+                                       addressed_to=addressed_to, who=who if kind == "say" else None,
+                                       user_label=user_label, rebased=rebase is not None)
+            out_speaker = cue.label
             prompt = cue.notes  # a scene's introductions and persona descriptions, before the line
             if text is not None:
                 in_speaker = user_label if kind == "say" else self.speaker_name(speaker)

@@ -206,11 +206,14 @@ class Scenes:
 
     # ----- a turn's cue -----------------------------------------------------------------------------------
     async def scene_cue(self, ch, card, *, base: int, text: str | None, forced: str | None, char_label: str,
-                        addressed_to: str, who: str | None, user_label: str) -> Cue:
+                        addressed_to: str, who: str | None, user_label: str, rebased: bool = False) -> Cue:
         """Who speaks after the line `text` (said from the state at turn `base`), and the notes fed before it.
-        `forced`: /reply NAME (or a regenerated reply's speaker); `char_label`: the channel's own character."""
+        `forced`: /reply NAME (or a regenerated reply's speaker); `char_label`: the channel's own character;
+        `rebased`: the state was rebuilt from the card and the latest turns, so the scene is introduced again."""
         settings = dict(ch.settings or {})
         settings.pop(NEXT_SPEAKER, None)  # /reply NAME applies to one reply
+        if rebased:
+            forget_fed(settings)
         members = self.members(ch, card) if ch.chat_format == "names" else []
         scene = len(members) > 1
         position = base + 1
