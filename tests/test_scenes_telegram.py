@@ -35,12 +35,13 @@ async def test_each_character_speaks_under_its_name_and_a_reply_picks_who_answer
         cora = server.messages(group)[-1]
         turn = (await bot.turns("-900"))[-1]
         assert turn.out_speaker == "Cora" and cora.text == f"Cora: {turn.out_text}".rstrip()
+        # Nobody named, a reply to the one who spoke last: only the reply can pick them (the turn order never would).
+        await bot.say(group, BOB, "why do you say that?", reply_to=cora)
+        assert (await bot.turns("-900"))[-1].out_speaker == "Cora"
+        assert server.messages(group)[-1].text.startswith("Cora: ")
         await bot.say(group, BOB, "Bram, mend the nets.")
         bram = server.messages(group)[-1]
         assert bram.text.startswith("Bram: ")
-        await bot.say(group, BOB, "why do you say that?", reply_to=cora)  # nobody named: the one replied to
-        assert (await bot.turns("-900"))[-1].out_speaker == "Cora"
-        assert server.messages(group)[-1].text.startswith("Cora: ")
         await bot.say(group, BOB, "and you?", reply_to=bram)
         assert (await bot.turns("-900"))[-1].out_speaker == "Bram"
         await bot.say(group, ANN, "/reply mira")
