@@ -227,3 +227,43 @@ async def test_without_a_cast_nothing_changes_and_a_removed_member_is_introduced
     await send(app, "/cast add Bramwell", channel="n")
     await said(app, "back?", channel="n")
     assert fed_text(app, (await turns(app, "n"))[-1]).startswith("System: [Bram joins the scene.]")
+
+
+async def test_a_persona_named_like_a_cast_member_is_told_apart(scene_app):
+    app = scene_app
+    await scene(app, "l", "Bramwell")
+    await send(app, "/persona Bram", channel="l")
+    speaker, _ = await said(app, "Mira, hello", channel="l")
+    assert speaker == "Mira"
+    assert "]\n\nBram (user): Mira, hello\n\nMira:" in fed_text(app, (await turns(app, "l"))[-1])
+
+
+def test_the_speaker_crosses_the_boundary_as_plain_data():
+    from bot.commands import CharacterLine, Incoming
+    from bot.commands.messages import output_from_dict
+
+    line = Incoming(platform="discord", channel_id="1", user_id="2", user_name="Ann", text="and then?",
+                    reply_to="99", reply_to_speaker="Cora")
+    assert Incoming.from_dict(json.loads(json.dumps(line.to_dict()))).reply_to_speaker == "Cora"
+    stream = ReplyStream("Cora", b"png", iter(()), named=True)
+    assert output_from_dict(json.loads(json.dumps(stream.to_dict())), events=iter(())).named
+    greeting = CharacterLine("Cora", "Hi.", None, named=True)
+    assert output_from_dict(json.loads(json.dumps(greeting.to_dict()))) == greeting
+
+
+def test_the_terminal_shows_each_speakers_name(tmp_path, demo7):
+    from tests.conftest import run_cli
+
+    path = config(tmp_path, demo7)
+    cards = tmp_path / "cast"
+    cards.mkdir()
+    for name, data in CARDS.items():
+        (cards / f"{name}.json").write_bytes(data)
+    script = "\n".join([*(f"/char import {cards / name}.json" for name in CARDS), "/cast add Cora",
+                        "/cast add Bramwell", "Cora, hello", "Bram, hello", "/quit"]) + "\n"
+    result = run_cli("chat", "--config", str(path), cwd=tmp_path, input=script, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("Cora: ") for line in lines) and any(line.startswith("Bram: ") for line in lines)
+    assert lines.index(next(x for x in lines if x.startswith("Cora: "))) < lines.index(
+        next(x for x in lines if x.startswith("Bram: ")))
