@@ -8,10 +8,12 @@ import json
 
 import discord
 
+from bot.adapters.discord.personas import bold_speaker
 from bot.cards.png import embed_card
 from bot.i18n import t
 from tests.cards.builders import tiny_png
-from tests.test_discord import (ALICE, BOB, GENERAL, app, eventually, fake, greedy, persona_messages,  # noqa: F401
+from tests.fake_discord import DEFAULT_BOT_PERMISSIONS, Perm
+from tests.test_discord import (ALICE, BOB, GENERAL, GUILD, app, eventually, fake, greedy, persona_messages,  # noqa: F401
                                 serving, slash, turns, use_mira)
 
 CAST = {"Bramwell": ("Bram", (200, 40, 40), 0.9), "Cora": ("", (40, 200, 40), 0.2)}
@@ -76,3 +78,33 @@ async def test_each_character_speaks_through_the_webhook_with_its_name_and_avata
         assert forced.out_speaker == "Cora" and shown.author_name == "Cora"
         inter = await slash(fake, "cast", {"args": "remove Mira"})
         assert inter.texts() == [t("cast_first", name="Mira")]
+
+
+async def test_without_webhooks_a_reply_to_the_bots_named_line_picks_that_character(app, fake):
+    fake.set_bot_permissions(GUILD, DEFAULT_BOT_PERMISSIONS & ~Perm.MANAGE_WEBHOOKS)
+    for name, (nickname, colour, talkativeness) in CAST.items():
+        await app.library.import_card(f"{name}.png", png_card(name, nickname, colour, talkativeness))
+    async with serving(app, fake):
+        await use_mira(fake)
+        await greedy(fake, max_tokens=8)
+        for name in CAST:
+            await slash(fake, "cast", {"args": f"add {name}"})
+        await fake.send_message(GENERAL, BOB, "Cora, look!")
+        cora = await fake.wait_for(lambda: [m for m in persona_messages(fake, GENERAL)
+                                            if m.content.startswith("**Cora**: ")])
+        assert cora[0].webhook_id is None
+        before = len(await turns(app, GENERAL))
+        await fake.send_message(GENERAL, ALICE, "why?", reply_to=cora[0].id)  # Cora spoke last: only the reply
+        turn = await eventually(lambda: _turn_after(app, before))
+        assert turn.out_speaker == "Cora"
+
+
+async def _turn_after(app, count: int):
+    log = await turns(app, GENERAL)
+    return log[count] if len(log) > count else None
+
+
+def test_the_bots_own_line_tells_its_speaker():
+    for name in ("Cora", "A*b_c", "x\\y", "林小满"):
+        assert bold_speaker(f"**{discord.utils.escape_markdown(name)}**: hello **there**") == name
+    assert bold_speaker("plain text") == "" and bold_speaker("**bold** text") == ""
