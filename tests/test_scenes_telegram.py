@@ -50,6 +50,8 @@ async def test_each_character_speaks_under_its_name_and_a_reply_picks_who_answer
         assert server.messages(group)[-1].text.startswith("Mira: ")
         await bot.say(group, BOB, "/cast remove Nobody")
         assert bot.texts(group)[-1] == t("cast_unknown", name="Nobody")
+        await bot.say(group, ANN, "/reset")  # the cast stays; its greeting shows whose it is, like every line
+        assert bot.texts(group)[-2] == t("reset_done") and bot.texts(group)[-1].startswith("Mira: *The door opens")
 
 
 async def test_every_group_member_has_their_own_persona_fed_once(tmp_path, demo7, server):

@@ -29,6 +29,7 @@ from bot.commands.messages import (CANCELLED, DONE, DOWNLOAD_FAILED, EMPTY, ENGI
                                    TOO_BIG, Answer, AttachmentProblem, Final, Incoming, Output, Partial, Reply,
                                    ReplyStream)
 from bot.commands.replymode import REPLY_MODE, ALL, answers, starts_roleplay
+from bot.commands.scenes import name_the_speakers
 from bot.conversations import Busy, ChannelKey, ConversationError, Conversations, TurnStream, acting_for
 from bot.engine.params import ParamError
 from bot.engine.outputs import GenerationCancelled
@@ -170,7 +171,8 @@ class Commands:
                 problem = describe_problem(attachment_problem, ctx.key.platform)
                 log.info("channel %s: /char import refused: %s", ctx.key, problem)
                 return [Reply(t("card_error", ctx.lang, problem=problem), ephemeral=True)]
-            outputs = await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
+            outputs = await name_the_speakers(self.conversations, ctx,
+                                              await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args)))
             await record_command(self.conversations.store, ctx, spec.name, parsed.args, outputs)
             if starts_roleplay(ctx, parsed, outputs):
                 await self.conversations.set_setting(ctx.key, REPLY_MODE, ALL)

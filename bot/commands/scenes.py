@@ -1,7 +1,7 @@
 """Scenes: /cast (several characters in one channel) and /persona (who you are in it)."""
 from __future__ import annotations
 
-from bot.commands.base import Context, Reply, command, first_arg
+from bot.commands.base import CharacterLine, Context, Reply, command, first_arg
 from bot.commands.chat import _find
 from bot.i18n import t
 
@@ -50,3 +50,12 @@ async def persona(cmds, ctx: Context, args: str):
         return [Reply(t("persona_cleared", ctx.lang, name=cmds.conversations.speaker_name(ctx.user_name)))]
     chosen = await cmds.conversations.set_persona(ctx.key, ctx.user_key, name, description)
     return [Reply(t("persona_set", ctx.lang, name=chosen["name"]))]
+
+
+async def name_the_speakers(conversations, ctx: Context, outputs: list) -> list:
+    """A greeting said in a scene shows its speaker's name like every line there (Telegram, the terminal)."""
+    if any(isinstance(o, CharacterLine) for o in outputs) and len(await conversations.cast(ctx.key)) > 1:
+        for output in outputs:
+            if isinstance(output, CharacterLine):
+                output.named = True
+    return outputs
