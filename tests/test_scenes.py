@@ -144,7 +144,10 @@ async def test_introductions_and_the_persona_are_fed_once_and_names_sanitised(sc
         t("persona_set", name="Sir Galen the Bold")]
     assert await send(app, "/persona", channel="p") == [
         t("persona_is", name="Sir Galen the Bold", description="a knight\nwho lost his horse")]
-    await said(app, "Bram, hello.", channel="p")
+    first_reply = await said(app, "Bram, hello.", channel="p")
+    first_fed = fed_text(app, (await turns(app, "p"))[-1])
+    assert await said(app, "/regen", channel="p") == first_reply  # made again from the same text (greedy)
+    assert fed_text(app, (await turns(app, "p"))[-1]) == first_fed
     await said(app, "Mira, hello.", channel="p")
     first, second = [fed_text(app, turn) for turn in await turns(app, "p")]
     assert first.startswith("System: [Bram joins the scene.]\n[Bram mends nets.]\n[Bram's personality: curious]\n\n"

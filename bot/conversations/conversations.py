@@ -290,7 +290,7 @@ class Conversations(Scenes):
                 rebase = (base, hot.state, hot.tokens)
             cue = await self.scene_cue(ch, card, base=base, text=text, forced=replier, char_label=char_label,
                                        addressed_to=addressed_to, who=who if kind == "say" else None,
-                                       user_label=user_label, rebased=rebase is not None)
+                                       user_label=user_label, rebased=rebase is not None, replace=replace)
             out_speaker = cue.label
             prompt = cue.notes  # a scene's introductions and persona descriptions, before the line
             if text is not None:

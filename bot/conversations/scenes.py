@@ -109,9 +109,7 @@ def in_turn(members: list[Member], last_label: str | None, seed: int, position: 
 
 
 class Scenes:
-    """The scene side of `Conversations` (mixed in): the cast, personas, and each turn's cue."""
-
-    max_cast = 8
+    """The scene side of `Conversations` (mixed in; it sets `max_cast`): the cast, personas, each turn's cue."""
 
     # ----- the cast ---------------------------------------------------------------------------------------
     def members(self, ch, card) -> list[Member]:
@@ -206,10 +204,12 @@ class Scenes:
 
     # ----- a turn's cue -----------------------------------------------------------------------------------
     async def scene_cue(self, ch, card, *, base: int, text: str | None, forced: str | None, char_label: str,
-                        addressed_to: str, who: str | None, user_label: str, rebased: bool = False) -> Cue:
+                        addressed_to: str, who: str | None, user_label: str, rebased: bool = False,
+                        replace: bool = False) -> Cue:
         """Who speaks after the line `text` (said from the state at turn `base`), and the notes fed before it.
         `forced`: /reply NAME (or a regenerated reply's speaker); `char_label`: the channel's own character;
-        `rebased`: the state was rebuilt from the card and the latest turns, so the scene is introduced again."""
+        `rebased`: the state was rebuilt from the card and the latest turns, so the scene is introduced again;
+        `replace`: the turn at base + 1 is made again (/regen), with the description that turn fed."""
         settings = dict(ch.settings or {})
         settings.pop(NEXT_SPEAKER, None)  # /reply NAME applies to one reply
         if rebased:
@@ -228,7 +228,7 @@ class Scenes:
                     introduced[member.content_hash] = position
             settings[INTRODUCED] = introduced
         if settings.get(PERSONAS):
-            notes += self._persona_notes(settings, who, base, user_label, labels)
+            notes += self._persona_notes(settings, who, base, user_label, labels, replace)
         if forced:
             speaker = find_member(forced, members) or Member(card, forced)
         elif not scene:
@@ -240,13 +240,15 @@ class Scenes:
         return Cue(speaker.card, speaker.label, "".join(notes), settings, named=scene)
 
     @staticmethod
-    def _persona_notes(settings: dict, who: str | None, base: int, user_label: str, labels: list[str]) -> list[str]:
-        """`who`'s description when the state at `base` has not read it; any other description that only a turn
-        after `base` had read (undone, or being regenerated) waits for its owner's next line."""
+    def _persona_notes(settings: dict, who: str | None, base: int, user_label: str, labels: list[str],
+                       replace: bool) -> list[str]:
+        """`who`'s description when the state at `base` has not read it (and, for a turn made again, the one that
+        turn fed); any other description that only a turn after `base` had read waits for its owner's next line."""
         personas, notes = {}, []
         for owner, persona in settings[PERSONAS].items():
             if not fed_by(persona.get("fed_at"), base):
-                if owner == who and persona.get("description"):
+                fed_by_replaced = replace and persona.get("fed_at") == base + 1
+                if (owner == who or fed_by_replaced) and persona.get("description"):
                     description = sanitize_text(f"[{user_label}: {persona['description']}]")
                     notes.append(turn(note_speaker(labels), description))
                     persona = dict(persona, fed_at=base + 1)
