@@ -177,8 +177,8 @@ async def test_each_group_user_has_their_own_persona(scene_app):
     assert fed[2].startswith("Galen: hey\n\n") and fed[3].startswith("Carol: yo\n\n")
 
 
-async def test_after_a_scene_undo_and_restart_give_the_exact_state(tmp_path, demo7):
-    path = config(tmp_path, demo7)
+async def test_after_a_scene_undo_and_restart_give_the_exact_state(tmp_path, demo7, database_url):
+    path = config(tmp_path, demo7, **{"database.url": database_url})
     app = await build_app(load_config(path, env={}))
     try:
         for name, data in CARDS.items():
