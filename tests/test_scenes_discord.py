@@ -13,8 +13,9 @@ from bot.cards.png import embed_card
 from bot.i18n import t
 from tests.cards.builders import tiny_png
 from tests.fake_discord import DEFAULT_BOT_PERMISSIONS, Perm
-from tests.test_discord import (ALICE, BOB, GENERAL, GUILD, app, eventually, fake, greedy, persona_messages,  # noqa: F401
-                                serving, slash, turns, use_mira)
+from tests.test_discord import app, fake  # noqa: F401  (fixtures)
+from tests.test_discord import (ALICE, BOB, GENERAL, GUILD, eventually, greedy, persona_messages, serving, slash,
+                                turns, use_mira)
 
 CAST = {"Bramwell": ("Bram", (200, 40, 40), 0.9), "Cora": ("", (40, 200, 40), 0.2)}
 
