@@ -3,6 +3,8 @@ and SQLite. Each character's reply starts with its name; a reply to a character'
 member of a group speaks under their own persona."""
 from __future__ import annotations
 
+from bot.conversations import ChannelKey
+from bot.conversations.scenes import SCENE_SEED, in_turn
 from bot.i18n import t
 from bot.store import tokens_from_bytes
 from tests.test_scenes import CARDS
@@ -73,3 +75,35 @@ async def test_every_group_member_has_their_own_persona_fed_once(tmp_path, demo7
         assert "System: [Galen: a knight of the coast]\n\nGalen: Bram, hello\n\nBram:" in fed[0]
         assert fed[1].startswith("Wren: Cora, hi\n\nCora:")
         assert fed[2].startswith("Galen: Mira, hey\n\nMira:")  # the description only once
+
+
+async def test_the_turn_order_never_repeats_a_speaker_and_the_scene_survives_a_restart(tmp_path, demo7, server):
+    config = telegram_config(tmp_path, demo7, server, telegram__admin_ids=[ANN])
+
+    async def unnamed_lines(bot, group, count: int) -> None:
+        conv = bot.app.conversations
+        ch = await conv.channel(ChannelKey("telegram", "-900"))
+        members = conv.members(ch, conv._card(ch))
+        for n in range(count):
+            log = await bot.turns("-900")
+            last = log[-1].out_speaker if log else "Mira"
+            expected = in_turn(members, last, ch.settings[SCENE_SEED], len(log) + 1).label
+            await bot.say(group, BOB, f"and then, {n}?")
+            assert (await bot.turns("-900"))[-1].out_speaker == expected != last
+            assert server.messages(group)[-1].text.startswith(f"{expected}: ")
+
+    async with running(server, config) as bot:
+        group = await a_scene(bot, server)
+        await bot.say(group, ANN, "/cast add Dane")
+        await bot.say(group, BOB, "/persona Wren a thief")
+        await unnamed_lines(bot, group, 5)
+        await bot.say(group, ANN, "/cast")
+        cast = bot.texts(group)[-1]
+    async with running(server, config) as bot:  # a restart: the cast, the seed and the personas are kept
+        await bot.say(group, ANN, "/cast")
+        assert bot.texts(group)[-1] == cast
+        await bot.say(group, BOB, "/persona")
+        assert bot.texts(group)[-1] == t("persona_is", name="Wren", description="a thief")
+        await unnamed_lines(bot, group, 3)
+        speakers = [turn.out_speaker for turn in await bot.turns("-900")]
+        assert all(a != b for a, b in zip(speakers, speakers[1:])) and len(set(speakers)) > 2
