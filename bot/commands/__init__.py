@@ -3,7 +3,7 @@
 The boundary is plain data (bot/commands/messages.py): an adapter builds an `Incoming`, calls
 `Commands.handle`, and shows the `Answer`'s outputs. Importing this package registers every command.
 """
-from bot.commands import session, admin, chat, power, replymode, quit, swipes  # noqa: F401  (registers; /help first)
+from bot.commands import session, admin, chat, power, scenes, replymode, quit, swipes  # noqa: F401  (registers; /help first)
 from bot.commands.base import EVERYWHERE, GROUP, PRIVATE, CommandSpec, Context, place_of
 from bot.commands.dispatch import Commands
 from bot.commands.intake import Arrival, attachment_argument, names_a_command, needs_admin, wants_attachment

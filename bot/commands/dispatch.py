@@ -31,6 +31,7 @@ from bot.commands.messages import (CANCELLED, DONE, DOWNLOAD_FAILED, EMPTY, ENGI
                                    Output, Partial, Queued, Reply, ReplyShown, ReplyStream, stop_buttons,
                                    swipe_buttons)
 from bot.commands.replymode import REPLY_MODE, ALL, answers, starts_roleplay
+from bot.commands.scenes import name_the_speakers
 from bot.conversations import Busy, ChannelKey, ConversationError, Conversations, TurnStopped, TurnStream, acting_for
 from bot.engine.params import ParamError
 from bot.engine.outputs import GenerationCancelled
@@ -91,7 +92,7 @@ class Commands:
                           attachment=((incoming.attachment.filename, incoming.attachment.data)
                                       if incoming.attachment else None), settings=settings,
                           chat_title=incoming.chat_title, surface=incoming.surface,
-                          message_id=incoming.message_id)
+                          message_id=incoming.message_id, reply_to_speaker=incoming.reply_to_speaker)
             if incoming.button is not None:
                 working = asyncio.ensure_future(self._press(ctx, incoming.button))
             else:
@@ -189,7 +190,8 @@ class Commands:
                 problem = describe_problem(attachment_problem, ctx.key.platform)
                 log.info("channel %s: /char import refused: %s", ctx.key, problem)
                 return [Reply(t("card_error", ctx.lang, problem=problem), ephemeral=True)]
-            outputs = await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
+            outputs = await name_the_speakers(self.conversations, ctx,
+                                              await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args)))
             await record_command(self.conversations.store, ctx, spec.name, parsed.args, outputs)
             if starts_roleplay(ctx, parsed, outputs):
                 await self.conversations.set_setting(ctx.key, REPLY_MODE, ALL)
@@ -208,7 +210,8 @@ class Commands:
             acting_for.reset(acting)
 
     async def _chat(self, ctx: Context, text: str) -> list[Output]:
-        return with_notice(await self.conversations.say(ctx.key, ctx.user_name, text, message_id=ctx.message_id),
+        return with_notice(await self.conversations.say(ctx.key, ctx.user_name, text, message_id=ctx.message_id,
+                                                        who=ctx.user_key, addressed_to=ctx.reply_to_speaker),
                            ctx.lang)
 
     async def _guarded(self, ctx: Context, what: str, work) -> list[Output]:
@@ -244,7 +247,8 @@ class Commands:
 def reply_stream(turn: TurnStream, owner: str) -> ReplyStream:
     """A turn as the boundary gives it: ⏹ while it is written, its swipes once it is done, for `owner` (the user id
     whose line it answers)."""
-    return ReplyStream(turn.speaker, turn.avatar, turn_events(turn, owner), turn.cancel, stop_buttons(owner))
+    return ReplyStream(turn.speaker, turn.avatar, turn_events(turn, owner), turn.cancel, stop_buttons(owner),
+                       named=turn.named)
 
 
 async def turn_events(turn: TurnStream, owner: str = ""):

@@ -146,6 +146,9 @@ class Incoming:
     attachment: Attachment | None = None
     attachment_problem: AttachmentProblem | None = None
     reply_to: str = ""  # the id of the message this one answers ("" when none)
+    # Who the answered message shows as its speaker when it is a character's line of the bot's (the webhook's name
+    # on Discord, the name before the text on Telegram): in a scene, that character answers.
+    reply_to_speaker: str = ""
     chat_title: str = ""  # the server/channel or chat title as the platform shows it ("" = unknown)
     surface: str = ""  # where it was said when not on the platform itself ("dashboard"), for the audit log
     button: ButtonPress | None = None  # a press of one of the buttons under a reply (then `text` is "")
@@ -165,8 +168,8 @@ class Incoming:
                 "is_bot_admin": self.is_bot_admin, "language_code": self.language_code,
                 "attachment": self.attachment.to_dict() if self.attachment else None,
                 "attachment_problem": self.attachment_problem.to_dict() if self.attachment_problem else None,
-                "reply_to": self.reply_to, "chat_title": self.chat_title, "surface": self.surface,
-                "button": self.button.to_dict() if self.button else None}
+                "reply_to": self.reply_to, "reply_to_speaker": self.reply_to_speaker, "chat_title": self.chat_title,
+                "surface": self.surface, "button": self.button.to_dict() if self.button else None}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Incoming":
@@ -205,13 +208,15 @@ class CharacterLine:
     speaker: str
     text: str
     avatar: bytes | None = None
+    named: bool = False  # several characters share the channel: show the speaker's name with the text
 
     def to_dict(self) -> dict:
-        return {"type": "character_line", "speaker": self.speaker, "text": self.text, "avatar": _b64(self.avatar)}
+        return {"type": "character_line", "speaker": self.speaker, "text": self.text, "avatar": _b64(self.avatar),
+                "named": self.named}
 
     @classmethod
     def from_dict(cls, data: dict) -> "CharacterLine":
-        return cls(data["speaker"], data["text"], _unb64(data.get("avatar")))
+        return cls(data["speaker"], data["text"], _unb64(data.get("avatar")), data.get("named", False))
 
 
 @dataclass
@@ -288,11 +293,12 @@ class ReplyStream:
 
     def __init__(self, speaker: str, avatar: bytes | None, events: AsyncIterable[StreamEvent],
                  cancel: Callable[[], None] | None = None, buttons: list[Button] | None = None,
-                 into: list[str] | None = None):
+                 into: list[str] | None = None, named: bool = False):
         self.speaker = speaker
         self.avatar = avatar
         self.buttons = buttons or []  # shown under the reply while it is written (⏹)
         self.into = list(into or [])  # the bot's messages to paint it into (a reply regenerated after an edit)
+        self.named = named  # several characters share the channel: show the speaker's name with the text
         self._events = events
         self._cancel = cancel
 
@@ -306,13 +312,13 @@ class ReplyStream:
 
     def to_dict(self) -> dict:
         return {"type": "stream", "speaker": self.speaker, "avatar": _b64(self.avatar),
-                "buttons": [b.to_dict() for b in self.buttons], "into": self.into}
+                "buttons": [b.to_dict() for b in self.buttons], "into": self.into, "named": self.named}
 
     @classmethod
     def from_dict(cls, data: dict, events: AsyncIterable[StreamEvent],
                   cancel: Callable[[], None] | None = None) -> "ReplyStream":
         return cls(data["speaker"], _unb64(data.get("avatar")), events, cancel, _buttons_from(data.get("buttons")),
-                   data.get("into"))
+                   data.get("into"), data.get("named", False))
 
 
 @dataclass

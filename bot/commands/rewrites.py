@@ -43,7 +43,8 @@ async def edited(cmds, incoming: Incoming, arrival=None) -> Answer:
 
 
 async def _edit(cmds, key: ChannelKey, incoming: Incoming) -> list:
-    rewrite = await cmds.conversations.message_edited(key, incoming.message_id, incoming.user_name, incoming.text)
+    rewrite = await cmds.conversations.message_edited(key, incoming.message_id, incoming.user_name, incoming.text,
+                                                      who=f"{incoming.platform}:{incoming.user_id}")
     if rewrite.action != REGENERATED:
         return []
     stream: ReplyStream = cmds._boundary(rewrite.stream)

@@ -31,7 +31,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bot.cards.turns import reply_cue, turn
+from bot.cards.turns import TURN_END, reply_cue, turn
+from bot.conversations.scenes import find_member, shift_fed
 from bot.engine.outputs import EngineError
 from bot.store import (expand_runs, run_length, split_by_lengths, storable, tokens_from_bytes,
                        tokens_to_bytes)
@@ -74,8 +75,10 @@ class HistoryRewrites:
         if ch is not None and 0 < position <= ch.head and message_ids:
             await self.store.set_out_messages(ch.id, position, [str(m) for m in message_ids])
 
-    async def message_edited(self, key: "ChannelKey", message_id: str, speaker: str, text: str) -> Rewrite:
-        """The platform message `message_id` now says `text` (said by `speaker`)."""
+    async def message_edited(self, key: "ChannelKey", message_id: str, speaker: str, text: str,
+                             who: str | None = None) -> Rewrite:
+        """The platform message `message_id` now says `text` (said by `speaker`; `who`, "platform:user id",
+        speaks under their /persona as in `say`)."""
         lock = await self._acquire(key)
         handed_over = False
         try:
@@ -91,11 +94,10 @@ class HistoryRewrites:
                 handed_over = True  # the turn releases the lock once its reply is committed (or not)
                 stream = await self._turn(key, kind=kind, speaker=speaker if kind == "say" else found.in_speaker,
                                           text=cleaned, reply_speaker=found.out_speaker, seed=None, lock=lock,
-                                          replace=True, message_id=message_id)
+                                          replace=True, message_id=message_id, who=who if kind == "say" else None)
                 return Rewrite(REGENERATED, stream, into=list(found.out_message_ids or []))
             later = await self.store.turns(ch.id, after=found.position)
-            found.in_text = cleaned
-            await self._rewrite(ch, card, found.position, [found] + later)
+            await self._rewrite(ch, card, found.position, [found] + later, new_line=(found.id, cleaned))
             log.info("channel %s: message %s edited; turns from %d fed again", ch.id, message_id, found.position)
             return Rewrite(REWRITTEN)
         finally:
@@ -116,7 +118,10 @@ class HistoryRewrites:
                     await self._truncate(ch, ch.head - 1)
                     log.info("channel %s: message %s deleted; its exchange undone", ch.id, message_id)
                     return Rewrite(UNDONE, retract=shown)
-                await self._rewrite(ch, card, found.position, later)
+                # What the scene fed before the deleted line (introductions, persona descriptions) stays in the
+                # history, before the next line, as a conversation without the deleted line would have fed it.
+                await self._rewrite(ch, card, found.position, later, carried=self._notes_of(found),
+                                    settings=shift_fed(ch.settings or {}, found.position))
                 log.info("channel %s: message %s deleted; turns from %d fed again", ch.id, message_id,
                          found.position)
                 return Rewrite(REWRITTEN)
@@ -137,10 +142,13 @@ class HistoryRewrites:
             return ch, None
         return ch, await self.store.turn_by_message(ch.id, message_id, after=ch.base_position)
 
-    async def _rewrite(self, ch, card, start: int, turns: list) -> None:
+    async def _rewrite(self, ch, card, start: int, turns: list, *, new_line: tuple[int, str] | None = None,
+                       carried: str = "", settings: dict | None = None) -> None:
         """The turns from `start` on become `turns`, each fed again after the state before `start` (the state is
-        found as any state is: memory, a snapshot, a replay). One transaction; ConversationError when the model
-        or the database fails (the old history stays)."""
+        found as any state is: memory, a snapshot, a replay). `new_line`: (turn id, its new text); `carried`:
+        scene notes fed before the first of `turns`' own; `settings`: the channel's settings afterwards (what the
+        scene has read moved with its turns). One transaction; ConversationError when the model or the database
+        fails (the old history stays)."""
         from bot.conversations.conversations import RECENT_TURNS, ConversationError, HotState
 
         before = await self._state_at(ch, card, start - 1)
@@ -148,8 +156,10 @@ class HistoryRewrites:
         recent = [_Said(t.in_text, t.out_text)
                   for t in await self.store.turns(ch.id, after=max(0, start - 1 - RECENT_TURNS), upto=start - 1)]
         records, chunks = [], []
-        for t in turns:
-            record, turn_chunks = await self._fed_again(ch, card, t, recent, char_label)
+        for index, t in enumerate(turns):
+            line = new_line[1] if new_line and new_line[0] == t.id else t.in_text
+            record, turn_chunks = await self._fed_again(ch, card, t, line, recent, char_label,
+                                                        carried if index == 0 else "")
             records.append(record)
             chunks += turn_chunks
             recent = (recent + [_Said(record["in_text"], record["out_text"])])[-RECENT_TURNS:]
@@ -162,38 +172,59 @@ class HistoryRewrites:
             raise ConversationError("engine_error") from None
         tokens = before.tokens + sum(len(c) for c in chunks)
         try:
-            head = await self.store.rewrite_turns(ch.id, start, records, result.state, self.fingerprint, tokens)
+            head = await self.store.rewrite_turns(ch.id, start, records, result.state, self.fingerprint, tokens,
+                                                  settings=settings)
         except Exception as exc:  # the old history stays
             log.error("channel %s: rewrite not stored: %s", ch.id, exc.__class__.__name__)
             raise ConversationError("not_stored") from None
         ch.head = head
+        if settings is not None:
+            ch.settings = settings
         self._hot.pop(ch.id, None)
         self._remember(ch.id, HotState(head, self.fingerprint, tokens, result.state))
 
-    async def _fed_again(self, ch, card, t, recent: list[_Said], char_label: str) -> tuple[dict, list[list[int]]]:
-        """A turn's record and forward calls after a rewrite: its cue built again from its line and the history
-        before it (as `_turn` builds it), its reply the tokens it had, in the forward calls it had."""
+    async def _fed_again(self, ch, card, t, line: str | None, recent: list[_Said], char_label: str,
+                         carried: str = "") -> tuple[dict, list[list[int]]]:
+        """A turn's record and forward calls after a rewrite: its cue built again from its line (`line`) and the
+        history before it (as `_turn` builds it, the scene notes it fed first kept as they were), its reply the
+        tokens it had, in the forward calls it had."""
         fed = tokens_from_bytes(t.fed)
         old_chunks = split_by_lengths(fed, expand_runs(t.feed_lengths))
         old_cue, reply_chunks = _split_at(old_chunks, t.prompt_len)
+        notes = carried + self._notes_of(t)
         if t.kind == UNANSWERED:
-            cue_text, reply_chunks = turn(t.in_speaker, t.in_text), []
-        elif t.in_text is None:
-            cue_text = reply_cue(t.out_speaker)
+            cue_text, reply_chunks = notes + turn(t.in_speaker, line), []
+        elif line is None:
+            cue_text = notes + reply_cue(t.out_speaker)
         else:
+            members = self.members(ch, card) if ch.chat_format == "names" else []
+            speaker = find_member(t.out_speaker, members) if len(members) > 1 else None
+            speaker_card = speaker.card if speaker is not None else card
             user_label = (t.in_speaker if t.kind in ("say", "edit")
-                          else self._labels(ch, card, t.in_speaker, t.out_speaker)[1])
-            preamble = await self._preamble_after(card, recent, t.in_text, user_label, char_label)
-            cue_text = turn(t.in_speaker, t.in_text) + preamble + reply_cue(t.out_speaker)
+                          else self._labels(ch, card, t.in_speaker, t.out_speaker,
+                                            cast=tuple(m.label for m in members[1:]))[1])
+            preamble = await self._preamble_after(speaker_card, recent, line, user_label,
+                                                  char_label if speaker_card is card else t.out_speaker)
+            cue_text = notes + turn(t.in_speaker, line) + preamble + reply_cue(t.out_speaker)
         cue = self.tokenizer.encode(cue_text)
         cue_chunks = old_cue if cue == fed[: t.prompt_len] else list(self.engine.scheduler.split(cue))
         chunks = cue_chunks + reply_chunks
-        record = {"id": t.id, "kind": t.kind, "in_speaker": t.in_speaker, "in_text": t.in_text,
+        record = {"id": t.id, "kind": t.kind, "in_speaker": t.in_speaker, "in_text": line,
                   "out_speaker": t.out_speaker, "out_text": storable(t.out_text or ""),
                   **_fed_fields(chunks, len(cue)), "in_message_id": t.in_message_id,
                   "out_message_ids": t.out_message_ids,
                   "alternatives": await self._alternatives_again(t, cue_chunks, len(cue))}
         return record, chunks
+
+    def _notes_of(self, t) -> str:
+        """The scene notes (introductions, persona descriptions: whole turns) that turn `t` fed before its line, or
+        before its reply cue when it has no line: the start of its cue."""
+        cue = self.tokenizer.decode_bytes(tokens_from_bytes(t.fed)[: t.prompt_len])
+        after = (turn(t.in_speaker, t.in_text) if t.in_text is not None else reply_cue(t.out_speaker)).encode()
+        at = cue.find(after)
+        while at > 0 and not cue[:at].endswith(TURN_END.encode()):  # the line starts a turn
+            at = cue.find(after, at + 1)
+        return cue[:at].decode() if at > 0 else ""
 
     async def _alternatives_again(self, t, cue_chunks: list[list[int]], cue_len: int) -> dict[int, dict]:
         """A turn's swipes after a rewrite: each keeps its reply tokens and forward calls after the turn's new cue,

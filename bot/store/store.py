@@ -330,7 +330,7 @@ class Store:
                             .values(out_message_ids=list(message_ids)))
 
     async def rewrite_turns(self, channel_id: int, start: int, turns: list[dict], state: State, fingerprint: str,
-                            tokens: int) -> int:
+                            tokens: int, settings: dict | None = None) -> int:
         """Atomically: the turns from `start` on become `turns` (at start, start+1, ...), `state` is the state
         after the last of them, and the head moves there; returns the new head. Until this commits the old
         history stays whole (a crash in the middle of an edit loses nothing).
@@ -338,7 +338,8 @@ class Store:
         A turn dict with an `id` is that existing turn, rewritten in place (moved to its new position), so its
         alternatives and the swipe buttons naming it stay; its `alternatives` (`number` -> the fields of
         `REWRITTEN_ALTERNATIVE`) replace what those alternatives fed, and alternatives not named there are
-        dropped. Turns from `start` on that `turns` does not name are deleted (with their alternatives)."""
+        dropped. Turns from `start` on that `turns` does not name are deleted (with their alternatives).
+        `settings`: the channel's settings afterwards (None: unchanged)."""
         packed = await asyncio.to_thread(pack_state, state)
         head = start - 1 + len(turns)
         kept = [turn["id"] for turn in turns if turn.get("id")]
@@ -366,6 +367,8 @@ class Store:
             s.add(StateRow(channel_id=channel_id, position=head, fingerprint=fingerprint, pinned=pinned,
                            tokens=tokens, header=packed.header, blob=packed.blob))
             channel.head = head
+            if settings is not None:
+                channel.settings = settings
             channel.updated = utcnow()
             await self._prune(s, channel_id, head)
         return head

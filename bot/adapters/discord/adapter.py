@@ -19,7 +19,7 @@ import yarl
 from discord import app_commands
 
 from bot.adapters.discord.buttons import PressedMessage, read_press
-from bot.adapters.discord.personas import NONE, Persona, Personas, can_send
+from bot.adapters.discord.personas import NONE, Persona, Personas, bold_speaker, can_send
 from bot.adapters.discord.rewrites import posted, retract
 from bot.adapters.discord.render import DiscordSurface, InteractionAnswer, describe, reply_to_message, send_to
 from bot.adapters.discord.slash import Chinese, build_tree
@@ -250,9 +250,22 @@ class DiscordAdapter:
             user_name=message.author.display_name, text=self._text_of(message), message_id=str(message.id),
             is_group=guild is not None, language_code=str(guild.preferred_locale) if guild else None,
             reply_to=str(reference.message_id) if reference and reference.message_id else "",
+            reply_to_speaker=self._speaker_of(reference.resolved if reference else None),
             is_bot_admin=self.is_bot_admin(message.author), chat_title=title_of(message.channel, guild, message.author))
         incoming.addressed = guild is None or self._mentions_me(message) or names_a_command(incoming)
         return incoming
+
+    def _speaker_of(self, answered) -> str:
+        """The character who spoke the message a user answers: a webhook message carries its name (a scene's
+        cast member is matched by the command layer); the bot's own posts show it as `**Name**: `."""
+        if not isinstance(answered, discord.Message):
+            return ""
+        if answered.webhook_id is not None:
+            return answered.author.name
+        me = self.client.user
+        if me is not None and answered.author.id == me.id:
+            return bold_speaker(answered.content)
+        return ""
 
     def _text_of(self, message: discord.Message) -> str:
         me = self.client.user

@@ -309,7 +309,8 @@ class TelegramAdapter:
         elif isinstance(output, Reply):
             await self._send_reply(target, output)
         elif isinstance(output, CharacterLine):
-            await Painter(TelegramSurface(self.sender, target), lang).say(output.text)
+            await Painter(TelegramSurface(self.sender, target, output.speaker if output.named else ""),
+                          lang).say(output.text)
 
     async def _send_reply(self, target: Target, reply: Reply) -> None:
         if reply.file:
@@ -332,7 +333,8 @@ class TelegramAdapter:
         self._streams.add(stream)
         if self._cutting_off:  # a turn that got its start during the shutdown's cut-off
             stream.cancel()
-        painter = Painter(TelegramSurface(self.sender, message.target), lang, into=into)
+        painter = Painter(TelegramSurface(self.sender, message.target, stream.speaker if stream.named else ""),
+                          lang, into=into)
         painter.reuse([int(message_id) for message_id in stream.into])
         try:
             final = await painter.paint(stream)
