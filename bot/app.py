@@ -163,7 +163,7 @@ async def build_app(config: Config, backend=None, *, character: str | None = Non
             max_message_chars=config.limits.max_message_chars, max_name_chars=config.limits.max_name_chars,
             max_message_tokens=config.limits.max_message_tokens, quotas=Quotas.from_config(config.limits),
             channel_queue=config.limits.channel_queue, global_queue=config.limits.global_queue, state_id=state_id,
-            max_swipes=config.limits.max_swipes)
+            max_swipes=config.limits.max_swipes, max_cast=config.limits.max_cast)
         commands = Commands(conversations, library, metrics=metrics, lang=config.ui.lang,
                             user_per_minute=config.limits.user_messages_per_minute,
                             channel_per_minute=config.limits.channel_messages_per_minute)

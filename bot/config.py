@@ -113,6 +113,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               low=0, high=100_000),
         "max_swipes": Key("int", 20, "alternatives kept per character reply (swipes); the oldest beyond are "
                           "dropped", low=1, high=1000),
+        "max_cast": Key("int", 8, "characters in one channel's scene (/cast), its own character included", low=1,
+                        high=64),
         "max_library_mib": Key("int", 1024, "imported card files stored in all (each is also held in memory)",
                                low=1, high=1_000_000),
     },

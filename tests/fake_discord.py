@@ -1057,6 +1057,31 @@ class FakeDiscord:
         await self._flush(self._post(msg))
         return msg
 
+    async def edit_user_message(self, message_id: int, content: str) -> FakeMessage:
+        """The author edits their message: its content changes and MESSAGE_UPDATE is dispatched (discord.py's
+        on_raw_message_edit, and on_message_edit where it had the message cached)."""
+        msg = self.messages.get(message_id)
+        if msg is None or msg.deleted or msg.source != "user":
+            raise FakeDiscordError(f"no user message {message_id}")
+        if not content and not msg.attachments:
+            raise FakeDiscordError("Discord does not keep an empty message")
+        msg.content = content
+        msg.mentions = [int(x) for x in _USER_MENTION.findall(content) if int(x) in self.users]
+        await self._flush(self._updated(msg, None))
+        return msg
+
+    async def delete_message(self, message_id: int, *, by: Optional[int] = None) -> None:
+        """A message is deleted in the client: by its author, or (`by`) by a member who may Manage Messages (a
+        moderator deleting anyone's, the bot's included). MESSAGE_DELETE is dispatched; like Discord's, it does
+        not say who deleted it."""
+        msg = self.messages.get(message_id)
+        if msg is None or msg.deleted:
+            raise FakeDiscordError(f"no message {message_id}")
+        if by is not None and by != msg.author_id and msg.guild_id is not None:
+            if not self.permissions_for(msg.channel_id, by) & Perm.MANAGE_MESSAGES:
+                raise FakeDiscordError(f"user {by} may not delete others' messages here")
+        await self._flush(self._deleted(msg))
+
     async def send_webhook_message(self, channel_id: int, content: str, *, username: str = "Some Webhook",
                                    webhook_id: Optional[int] = None) -> FakeMessage:
         """A message by a webhook that is not the bot's (e.g. another integration)."""
@@ -1341,16 +1366,16 @@ class FakeDiscord:
         return self._dispatch("MESSAGE_UPDATE", payload, intent=intent,
                               per_session=lambda s, p: self._visible_to(s, p, msg))
 
-    def _deleted(self, msg: FakeMessage) -> None:
+    def _deleted(self, msg: FakeMessage) -> list[asyncio.Future]:
         msg.deleted = True
         self._notify()
         if msg.ephemeral:
-            return
+            return []
         data = {"id": str(msg.id), "channel_id": str(msg.channel_id)}
         if msg.guild_id:
             data["guild_id"] = str(msg.guild_id)
         intent = Intent.DIRECT_MESSAGES if msg.guild_id is None else Intent.GUILD_MESSAGES
-        self._dispatch("MESSAGE_DELETE", data, intent=intent)
+        return self._dispatch("MESSAGE_DELETE", data, intent=intent)
 
     # ------------------------------------------------------------------ gateway
 

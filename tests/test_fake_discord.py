@@ -389,6 +389,43 @@ async def test_message_edit_history(fake: FakeDiscord):
         assert fake.messages[msg.id].content == "final text"
 
 
+MODERATOR, MODERATORS = 812345678901239001, 812345678901239002
+
+
+async def test_user_edits_and_deletes_reach_the_client_as_gateway_events(fake: FakeDiscord):
+    bot = make_bot()
+    raw_edits, raw_deletes = [], []
+    bot.add_listener(recorder(raw_edits), "on_raw_message_edit")
+    bot.add_listener(recorder(raw_deletes), "on_raw_message_delete")
+    async with fake.running(bot):
+        said = await fake.send_message(GENERAL, BOB, "first words")
+        await fake.edit_user_message(said.id, "second thoughts")
+        await fake.wait_for(lambda: raw_edits)
+        assert raw_edits[0].message_id == said.id and raw_edits[0].message.content == "second thoughts"
+        assert fake.messages[said.id].edited_ms is not None
+        with pytest.raises(FakeDiscordError):
+            await fake.edit_user_message(said.id, "")  # Discord keeps no empty message
+        await fake.delete_message(said.id)  # by its author
+        await fake.wait_for(lambda: raw_deletes)
+        assert (raw_deletes[0].message_id, raw_deletes[0].channel_id) == (said.id, GENERAL)
+        # a moderator may delete the bot's message; a plain member may not delete others'
+        posted = await bot.get_channel(GENERAL).send("the bot's", allowed_mentions=discord.AllowedMentions.none())
+        with pytest.raises(FakeDiscordError):
+            await fake.delete_message(posted.id, by=BOB)
+        fake.add_user(MODERATOR, "mod")
+        fake.add_role(GUILD, MODERATORS, "Moderators", Perm.MANAGE_MESSAGES)
+        fake.add_member(GUILD, MODERATOR, roles=[MODERATORS])
+        await fake.delete_message(posted.id, by=MODERATOR)
+        await fake.wait_for(lambda: len(raw_deletes) == 2)
+        assert fake.messages[posted.id].deleted
+        # and the bot deletes its own messages over HTTP, which the gateway reports too
+        again = await bot.get_channel(GENERAL).send("gone soon", allowed_mentions=discord.AllowedMentions.none())
+        await bot.get_channel(GENERAL).get_partial_message(again.id).delete()
+        await fake.wait_for(lambda: len(raw_deletes) == 3)
+        with pytest.raises(FakeDiscordError):
+            await fake.delete_message(again.id)  # already gone
+
+
 async def test_discord_limits_and_errors(fake: FakeDiscord):
     bot = make_bot()
     async with fake.running(bot):

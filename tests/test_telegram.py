@@ -97,6 +97,10 @@ class RunningBot:
         _, turns = await self.app.conversations.transcript(ChannelKey("telegram", external_id))
         return turns
 
+    async def turns_shown(self, external_id) -> bool:
+        """Every reply's messages are known to the conversation (the adapter reports them once painted)."""
+        return all(t.out_message_ids for t in await self.turns(str(external_id)))
+
 
 @asynccontextmanager
 async def running(server: FakeTelegram, config: Path, **adapter_options):

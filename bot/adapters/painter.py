@@ -147,8 +147,18 @@ class Painter:
         """A line that is already complete (a greeting)."""
         await self._show(text, final=True)
 
-    async def paint(self, stream: ReplyStream) -> None:
-        """Stream a reply and show its final text, with its buttons."""
+    def reuse(self, handles: list) -> None:
+        """Paint into messages posted before (a reply regenerated after its line was edited): each piece edits
+        one of them (their text is not known, so every piece is written), extra ones are deleted at the end."""
+        if handles:
+            self.shown = [Shown(handle, "") for handle in handles]
+
+    def message_handles(self) -> list:
+        """The surface's handles of the messages that show the reply now."""
+        return [shown.message for shown in self.shown]
+
+    async def paint(self, stream: ReplyStream) -> Final:
+        """Stream a reply and show its final text, with its buttons; returns the stream's Final event."""
         self.buttons = tuple(stream.buttons)
         with self.surface.streaming():
             typing = asyncio.create_task(self._keep_typing()) if self.surface.typing_every else None
@@ -158,9 +168,10 @@ class Painter:
                 if typing is not None:
                     typing.cancel()
         if final.outcome == KEPT:  # a swipe that changed nothing: the message stays as it is
-            return
+            return final
         self.buttons = tuple(final.buttons)
         await self._show(final_text(final, self.lang), final=True)
+        return final
 
     async def _paint_while_generating(self) -> None:
         while await self.follower.changed():

@@ -44,10 +44,12 @@ class Context:
     settings: dict = field(default_factory=dict)  # the channel's settings, read once for this message
     chat_title: str = ""  # the server/channel or chat title as the platform shows it ("" = unknown)
     surface: str = ""  # where the command was given when not the platform itself ("dashboard"), for the audit log
+    reply_to_speaker: str = ""  # the character whose message this one answers (Incoming.reply_to_speaker)
     # A bot admin may change what every channel shares (the character library) and is held only to the global
     # quotas: the terminal's local user and the ids/roles the owner configured (telegram.admin_ids,
     # discord.admin_ids, discord.admin_role_ids). A bot admin is a chat admin everywhere.
     is_bot_admin: bool = False
+    message_id: str = ""  # the platform's id of the message (a line fed with it can be edited or deleted there)
 
     @property
     def user_key(self) -> str:

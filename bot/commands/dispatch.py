@@ -23,12 +23,15 @@ from bot.commands.admin import Titles
 from bot.commands.audit import record_command
 from bot.commands.base import REGISTRY, CommandSpec, Context, with_notice
 from bot.commands.flood import FloodControl, RateLimiter
+from bot.commands import rewrites
 from bot.commands.intake import Arrival, ArrivalOrder, imports_card
 from bot.commands.parsing import ParsedCommand, parse_command
 from bot.commands.messages import (CANCELLED, DONE, DOWNLOAD_FAILED, EMPTY, ENGINE_ERROR, NOT_FOUND, STOPPED,
-                                   TERMINAL, TOO_BIG, Answer, AttachmentProblem, Final, Incoming, Output, Partial,
-                                   Queued, Reply, ReplyStream, stop_buttons, swipe_buttons)
+                                   TERMINAL, TOO_BIG, Answer, AttachmentProblem, Final, Incoming, MessageGone,
+                                   Output, Partial, Queued, Reply, ReplyShown, ReplyStream, stop_buttons,
+                                   swipe_buttons)
 from bot.commands.replymode import REPLY_MODE, ALL, answers, starts_roleplay
+from bot.commands.scenes import name_the_speakers
 from bot.conversations import Busy, ChannelKey, ConversationError, Conversations, TurnStopped, TurnStream, acting_for
 from bot.engine.params import ParamError
 from bot.engine.outputs import GenerationCancelled
@@ -88,7 +91,8 @@ class Commands:
                           is_group=incoming.is_group, is_bot_admin=incoming.is_bot_admin,
                           attachment=((incoming.attachment.filename, incoming.attachment.data)
                                       if incoming.attachment else None), settings=settings,
-                          chat_title=incoming.chat_title, surface=incoming.surface)
+                          chat_title=incoming.chat_title, surface=incoming.surface,
+                          message_id=incoming.message_id, reply_to_speaker=incoming.reply_to_speaker)
             if incoming.button is not None:
                 working = asyncio.ensure_future(self._press(ctx, incoming.button))
             else:
@@ -110,6 +114,20 @@ class Commands:
         mode. Outputs as the boundary gives them."""
         current_channel.set(str(ctx.key))
         return [self._boundary(output) for output in await self._dispatch(ctx, text, parse_command(text))]
+
+    # ----- edits and deletes on the platform (bot.commands.rewrites) -------------------------------------------
+    async def edited(self, incoming: Incoming, arrival: Arrival | None = None) -> Answer:
+        """A message edited on the platform (`incoming` carries its id and new text); call `arrive` first, as
+        for a message, or let this do it before its first await."""
+        return await rewrites.edited(self, incoming, arrival)
+
+    async def deleted(self, gone: MessageGone) -> Answer:
+        """A message deleted on the platform."""
+        return await rewrites.deleted(self, gone)
+
+    async def shown(self, report: ReplyShown) -> None:
+        """Which of the bot's messages show a committed reply (after painting it)."""
+        await rewrites.shown(self, report)
 
     async def start_session(self, incoming: Incoming, character: str | None = None) -> Answer:
         """The opening of an interactive session (the terminal): `/char use CHARACTER` when the channel talks
@@ -172,7 +190,8 @@ class Commands:
                 problem = describe_problem(attachment_problem, ctx.key.platform)
                 log.info("channel %s: /char import refused: %s", ctx.key, problem)
                 return [Reply(t("card_error", ctx.lang, problem=problem), ephemeral=True)]
-            outputs = await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args))
+            outputs = await name_the_speakers(self.conversations, ctx,
+                                              await self._guarded(ctx, spec.name, spec.handler(self, ctx, parsed.args)))
             await record_command(self.conversations.store, ctx, spec.name, parsed.args, outputs)
             if starts_roleplay(ctx, parsed, outputs):
                 await self.conversations.set_setting(ctx.key, REPLY_MODE, ALL)
@@ -191,7 +210,9 @@ class Commands:
             acting_for.reset(acting)
 
     async def _chat(self, ctx: Context, text: str) -> list[Output]:
-        return with_notice(await self.conversations.say(ctx.key, ctx.user_name, text), ctx.lang)
+        return with_notice(await self.conversations.say(ctx.key, ctx.user_name, text, message_id=ctx.message_id,
+                                                        who=ctx.user_key, addressed_to=ctx.reply_to_speaker),
+                           ctx.lang)
 
     async def _guarded(self, ctx: Context, what: str, work) -> list[Output]:
         """Handled problems become one clear reply and one log line (no traceback: a traceback means a bug)."""
@@ -226,7 +247,8 @@ class Commands:
 def reply_stream(turn: TurnStream, owner: str) -> ReplyStream:
     """A turn as the boundary gives it: ⏹ while it is written, its swipes once it is done, for `owner` (the user id
     whose line it answers)."""
-    return ReplyStream(turn.speaker, turn.avatar, turn_events(turn, owner), turn.cancel, stop_buttons(owner))
+    return ReplyStream(turn.speaker, turn.avatar, turn_events(turn, owner), turn.cancel, stop_buttons(owner),
+                       named=turn.named)
 
 
 async def turn_events(turn: TurnStream, owner: str = ""):
@@ -251,7 +273,7 @@ async def turn_events(turn: TurnStream, owner: str = ""):
         yield Final(latest, ENGINE_ERROR)
     else:
         yield Final(result.text, DONE if result.text.strip() else EMPTY,
-                    swipe_buttons(result.turn_id, *result.label, owner))
+                    swipe_buttons(result.turn_id, *result.label, owner), result.position)
 
 
 def size_text(size: int) -> str:

@@ -146,6 +146,9 @@ class Incoming:
     attachment: Attachment | None = None
     attachment_problem: AttachmentProblem | None = None
     reply_to: str = ""  # the id of the message this one answers ("" when none)
+    # Who the answered message shows as its speaker when it is a character's line of the bot's (the webhook's name
+    # on Discord, the name before the text on Telegram): in a scene, that character answers.
+    reply_to_speaker: str = ""
     chat_title: str = ""  # the server/channel or chat title as the platform shows it ("" = unknown)
     surface: str = ""  # where it was said when not on the platform itself ("dashboard"), for the audit log
     button: ButtonPress | None = None  # a press of one of the buttons under a reply (then `text` is "")
@@ -165,8 +168,8 @@ class Incoming:
                 "is_bot_admin": self.is_bot_admin, "language_code": self.language_code,
                 "attachment": self.attachment.to_dict() if self.attachment else None,
                 "attachment_problem": self.attachment_problem.to_dict() if self.attachment_problem else None,
-                "reply_to": self.reply_to, "chat_title": self.chat_title, "surface": self.surface,
-                "button": self.button.to_dict() if self.button else None}
+                "reply_to": self.reply_to, "reply_to_speaker": self.reply_to_speaker, "chat_title": self.chat_title,
+                "surface": self.surface, "button": self.button.to_dict() if self.button else None}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Incoming":
@@ -205,13 +208,15 @@ class CharacterLine:
     speaker: str
     text: str
     avatar: bytes | None = None
+    named: bool = False  # several characters share the channel: show the speaker's name with the text
 
     def to_dict(self) -> dict:
-        return {"type": "character_line", "speaker": self.speaker, "text": self.text, "avatar": _b64(self.avatar)}
+        return {"type": "character_line", "speaker": self.speaker, "text": self.text, "avatar": _b64(self.avatar),
+                "named": self.named}
 
     @classmethod
     def from_dict(cls, data: dict) -> "CharacterLine":
-        return cls(data["speaker"], data["text"], _unb64(data.get("avatar")))
+        return cls(data["speaker"], data["text"], _unb64(data.get("avatar")), data.get("named", False))
 
 
 @dataclass
@@ -255,14 +260,16 @@ class Queued:
 class Final:
     """The last event of a stream. DONE: `text` is committed to the conversation; EMPTY: committed, but the
     character said nothing; CANCELLED / ENGINE_ERROR / STOPPED: nothing was committed and `text` is what was
-    written so far. `buttons`: what to show under the reply's last message (its swipes)."""
+    written so far. `buttons`: what to show under the reply's last message (its swipes). `position`: the
+    committed turn's place in the channel's history (0 when nothing was committed), for `ReplyShown`."""
     text: str
     outcome: str
     buttons: list[Button] = field(default_factory=list)
+    position: int = 0
 
     def to_dict(self) -> dict:
         return {"type": "final", "text": self.text, "outcome": self.outcome,
-                "buttons": [b.to_dict() for b in self.buttons]}
+                "buttons": [b.to_dict() for b in self.buttons], "position": self.position}
 
 
 StreamEvent = Union[Partial, Queued, Final]
@@ -274,7 +281,7 @@ def event_from_dict(data: dict) -> StreamEvent:
     if data["type"] == "queued":
         return Queued(int(data["ahead"]))
     if data["type"] == "final" and data["outcome"] in OUTCOMES:
-        return Final(data["text"], data["outcome"], _buttons_from(data.get("buttons")))
+        return Final(data["text"], data["outcome"], _buttons_from(data.get("buttons")), data.get("position", 0))
     raise ValueError(f"not a stream event: {data.get('type')!r}")
 
 
@@ -285,10 +292,13 @@ class ReplyStream:
     (`from_dict` takes them back as any async iterable, and where cancelling goes)."""
 
     def __init__(self, speaker: str, avatar: bytes | None, events: AsyncIterable[StreamEvent],
-                 cancel: Callable[[], None] | None = None, buttons: list[Button] | None = None):
+                 cancel: Callable[[], None] | None = None, buttons: list[Button] | None = None,
+                 into: list[str] | None = None, named: bool = False):
         self.speaker = speaker
         self.avatar = avatar
         self.buttons = buttons or []  # shown under the reply while it is written (⏹)
+        self.into = list(into or [])  # the bot's messages to paint it into (a reply regenerated after an edit)
+        self.named = named  # several characters share the channel: show the speaker's name with the text
         self._events = events
         self._cancel = cancel
 
@@ -302,16 +312,66 @@ class ReplyStream:
 
     def to_dict(self) -> dict:
         return {"type": "stream", "speaker": self.speaker, "avatar": _b64(self.avatar),
-                "buttons": [b.to_dict() for b in self.buttons]}
+                "buttons": [b.to_dict() for b in self.buttons], "into": self.into, "named": self.named}
 
     @classmethod
     def from_dict(cls, data: dict, events: AsyncIterable[StreamEvent],
                   cancel: Callable[[], None] | None = None) -> "ReplyStream":
-        return cls(data["speaker"], _unb64(data.get("avatar")), events, cancel, _buttons_from(data.get("buttons")))
+        return cls(data["speaker"], _unb64(data.get("avatar")), events, cancel, _buttons_from(data.get("buttons")),
+                   data.get("into"), data.get("named", False))
 
 
-Output = Union[Reply, CharacterLine, ReplyStream, Goodbye]
-_OUTPUTS = {"reply": Reply, "character_line": CharacterLine, "goodbye": Goodbye}
+@dataclass
+class Retract:
+    """Delete these messages of the bot's (a reply whose exchange was undone by a delete on the platform)."""
+    message_ids: list[str]
+
+    def to_dict(self) -> dict:
+        return {"type": "retract", "message_ids": list(self.message_ids)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Retract":
+        return cls(list(data["message_ids"]))
+
+
+Output = Union[Reply, CharacterLine, ReplyStream, Goodbye, Retract]
+_OUTPUTS = {"reply": Reply, "character_line": CharacterLine, "goodbye": Goodbye, "retract": Retract}
+
+
+# ----- edits and deletes on the platform ------------------------------------------------------------------------
+# An edited message comes in as an `Incoming` (its new text, its `message_id`) to `Commands.edited`.
+@dataclass
+class MessageGone:
+    """A message was deleted on the platform (by its author or a moderator: the platform does not say whom)."""
+    platform: str
+    channel_id: str
+    message_id: str
+
+    def to_dict(self) -> dict:
+        return {"platform": self.platform, "channel_id": self.channel_id, "message_id": self.message_id}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MessageGone":
+        return cls(data["platform"], data["channel_id"], data["message_id"])
+
+
+@dataclass
+class ReplyShown:
+    """The bot's messages that show the reply committed at `position` (`Final.position`), reported by the
+    adapter once it has painted them, so that deleting one of them undoes the reply, and an edit of the line
+    repaints them."""
+    platform: str
+    channel_id: str
+    position: int
+    message_ids: list[str]
+
+    def to_dict(self) -> dict:
+        return {"platform": self.platform, "channel_id": self.channel_id, "position": self.position,
+                "message_ids": list(self.message_ids)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ReplyShown":
+        return cls(data["platform"], data["channel_id"], data["position"], list(data["message_ids"]))
 
 
 def output_from_dict(data: dict, events: AsyncIterable[StreamEvent] | None = None,

@@ -32,6 +32,7 @@ async def reply(cmds, ctx: Context, args: str):
     name = cmds.conversations.speaker_name(args.strip().strip("'\""), fallback="")
     if not name:
         return [Reply(t("bad_usage", ctx.lang, name="reply", usage="NAME"), ephemeral=True)]
+    name = await cmds.conversations.next_speaker_of(ctx.key, name)  # a cast member by any of its names
     await cmds.conversations.set_setting(ctx.key, "next_speaker", name)
     return [Reply(t("reply_next", ctx.lang, name=name))]
 

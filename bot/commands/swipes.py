@@ -42,10 +42,11 @@ async def press(cmds, ctx: Context, button: ButtonPress) -> list:
     turn_id, speaker = await cmds.conversations.last_turn(ctx.key)
     if turn_id != button.turn_id:
         return [Reply(t("swipe_too_old", ctx.lang), ephemeral=True)]
-    return [_swiping(cmds, ctx, button, speaker)]
+    named = len(await cmds.conversations.cast(ctx.key)) > 1  # a scene: the repainted reply keeps its name
+    return [_swiping(cmds, ctx, button, speaker, named)]
 
 
-def _swiping(cmds, ctx: Context, button: ButtonPress, speaker: str) -> ReplyStream:
+def _swiping(cmds, ctx: Context, button: ButtonPress, speaker: str, named: bool = False) -> ReplyStream:
     """The swipe, done in the channel's order once the adapter paints it (the press is answered before)."""
     turn = []
 
@@ -67,4 +68,4 @@ def _swiping(cmds, ctx: Context, button: ButtonPress, speaker: str) -> ReplyStre
         for writing in turn:
             writing.cancel()
 
-    return ReplyStream(speaker, None, events(), cancel, stop_buttons(button.owner))
+    return ReplyStream(speaker, None, events(), cancel, stop_buttons(button.owner), named=named)

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from bot.cards.turns import reply_cue, sanitize_name, sanitize_text, turn
+from bot.conversations.errors import ConversationError
+from bot.conversations.history import UNANSWERED, HistoryRewrites
 from bot.conversations.labels import distinct_label
+from bot.conversations.scenes import Scenes, forget_fed
 from bot.conversations.swipes import Swipes, TurnStopped
 from bot.engine.backend import State, clone_state
 from bot.engine.params import SamplingParams
@@ -32,15 +35,6 @@ log = logging.getLogger(__name__)
 CHAT_FORMATS = ("names", "user-assistant")
 DEFAULT_MAX_CONTEXT = 8192
 RECENT_TURNS = 4  # turns scanned for lorebook keys besides the new message
-
-
-class ConversationError(Exception):
-    """A request that cannot be done as asked; `key` names a message in bot.i18n, `args` fill it in."""
-
-    def __init__(self, key: str, **args):
-        super().__init__(key)
-        self.key = key
-        self.args_ = args
 
 
 class Busy(ConversationError):
@@ -103,9 +97,10 @@ class TurnStream:
     """A reply being generated: iterate for the text so far; `await result()` returns once it is committed."""
 
     def __init__(self, speaker: str, avatar: bytes | None, generation, committed: asyncio.Future, notice: str = "",
-                 notice_args: dict | None = None, owner: str = ""):
+                 notice_args: dict | None = None, owner: str = "", named: bool = False):
         self.speaker = speaker
         self.avatar = avatar
+        self.named = named  # several characters share the channel: the speaker's name is shown with the text
         self.notice = notice  # a bot.i18n key, e.g. "message_truncated", filled in with notice_args
         self.notice_args = notice_args or {}
         self.owner = owner  # "platform:user_id" of whom it answers ("" where nobody asked): /stop is theirs
@@ -147,12 +142,14 @@ class ChannelView:
     settings: dict
 
 
-class Conversations(Swipes):
+class Conversations(Swipes, HistoryRewrites, Scenes):
     def __init__(self, engine: Engine, store: Store, library, *, sampling_defaults: SamplingParams | None = None,
                  max_context_tokens: int = 0, hot_states: int = 256, max_message_chars: int = 4000,
                  max_name_chars: int = 32, max_message_tokens: int = 2048, channel_queue: int = 3,
-                 global_queue: int = 1000, state_id: str = "", quotas: Quotas = NO_QUOTAS, max_swipes: int = 20):
+                 global_queue: int = 1000, state_id: str = "", quotas: Quotas = NO_QUOTAS, max_swipes: int = 20,
+                 max_cast: int = 8):
         self.engine = engine
+        self.max_cast = max_cast  # characters in one channel's scene
         self.store = store
         self.library = library
         self.tokenizer = engine.tokenizer
@@ -221,7 +218,8 @@ class Conversations(Swipes):
         card = self.library.get(ch.character) if ch.character else None
         return card or self.library.default()
 
-    def _labels(self, ch: Channel, card, speaker: str | None = None, replier: str | None = None) -> tuple[str, str]:
+    def _labels(self, ch: Channel, card, speaker: str | None = None, replier: str | None = None,
+                cast: tuple[str, ...] = ()) -> tuple[str, str]:
         """(character label, user label) as the model reads them. A user whose name is the character's (or the
         one who replies this time, or a label the bot feeds itself, like "System") is told apart by a suffix:
         nobody's line can pass for the character's or for a note."""
@@ -229,17 +227,22 @@ class Conversations(Swipes):
             return "Assistant", "User"
         char = self.speaker_name(card.display_name, fallback="Bot")
         user = self.speaker_name(speaker or ch.user_label)
-        return char, distinct_label(user, cast=(char, replier or char), max_chars=self.max_name_chars)
+        return char, distinct_label(user, cast=(char, replier or char, *cast), max_chars=self.max_name_chars)
 
     # ----- turns ------------------------------------------------------------------------------------------
     async def say(self, key: ChannelKey, speaker: str, text: str, *, kind: str = "say",
-                  reply_speaker: str | None = None, seed: int | None = None) -> TurnStream:
-        """A line spoken to the character (by the user, or by NAME with /as); the character replies."""
+                  reply_speaker: str | None = None, seed: int | None = None, message_id: str = "",
+                  who: str | None = None, addressed_to: str = "") -> TurnStream:
+        """A line spoken to the character (by the user, or by NAME with /as); the character replies.
+        `message_id`: the platform's message that said it (its edits and deletes rewrite this turn). `who`
+        ("platform:user id") speaks under their /persona; `addressed_to`: the character whose message the line
+        answers (a scene's speaker when nobody is named)."""
         cleaned, notice = self._clean_message(text)
         if not cleaned:
             raise ConversationError("empty_message")
         return await self._turn(key, kind=kind, speaker=speaker, text=cleaned, reply_speaker=reply_speaker,
-                                seed=seed, notice=notice)
+                                seed=seed, notice=notice, message_id=message_id, who=who,
+                                addressed_to=addressed_to)
 
     async def continue_(self, key: ChannelKey, reply_speaker: str | None = None, seed: int | None = None) -> TurnStream:
         """The character (or `reply_speaker`) goes on speaking without a new line from the user."""
@@ -262,10 +265,11 @@ class Conversations(Swipes):
         except BaseException:
             lock.release()
             raise
-        kind = "say" if last.kind == "edit" else last.kind
+        kind = "say" if last.kind in ("edit", UNANSWERED) else last.kind
         return await self._turn(key, kind=kind, speaker=last.in_speaker, text=last.in_text,
                                 reply_speaker=last.out_speaker, seed=seed, lock=lock, replace=True,
-                                alternative_of=last.id)
+                                alternative_of=None if last.kind == UNANSWERED else last.id,
+                                message_id=last.in_message_id or "")
 
     def _clean_message(self, text: str) -> tuple[str, tuple[str, dict] | None]:
         """The text as fed (one turn, storable), and the notice to give when it had to be shortened: at most
@@ -291,7 +295,8 @@ class Conversations(Swipes):
     async def _turn(self, key: ChannelKey, *, kind: str, speaker: str | None, text: str | None,
                     reply_speaker: str | None, seed: int | None, notice: tuple[str, dict] | None = None,
                     lock: asyncio.Lock | None = None, replace: bool = False,
-                    alternative_of: int | None = None) -> TurnStream:
+                    alternative_of: int | None = None, message_id: str = "", who: str | None = None,
+                    addressed_to: str = "") -> TurnStream:
         """Generate a turn after the head, or (`replace`) in place of the last turn, from the state before it."""
         lock = lock or await self._acquire(key)
         try:
@@ -301,8 +306,10 @@ class Conversations(Swipes):
                 raise ConversationError("no_character")
             reply_speaker = reply_speaker or (ch.settings or {}).get("next_speaker")
             replier = self.speaker_name(reply_speaker) if reply_speaker and ch.chat_format == "names" else None
-            char_label, user_label = self._labels(ch, card, speaker, replier)
-            out_speaker = replier or char_label
+            if kind == "say":
+                speaker = self.persona_name(ch, who) or speaker
+            scene = tuple(m.label for m in self.members(ch, card)[1:]) if ch.chat_format == "names" else ()
+            char_label, user_label = self._labels(ch, card, speaker, replier, cast=scene)
             base = ch.head - 1 if replace else ch.head
             hot = await self._state_at(ch, card, base)
             rebase = None
@@ -310,10 +317,15 @@ class Conversations(Swipes):
                 log.info("channel %s: context over %d tokens; rebasing", ch.id, self.max_context)
                 hot = await self._rebased_state(ch, card, base)
                 rebase = (base, hot.state, hot.tokens)
-            prompt = ""
+            cue = await self.scene_cue(ch, card, base=base, text=text, forced=replier, char_label=char_label,
+                                       addressed_to=addressed_to, who=who if kind == "say" else None,
+                                       user_label=user_label, rebased=rebase is not None, replace=replace)
+            out_speaker = cue.label
+            prompt = cue.notes  # a scene's introductions and persona descriptions, before the line
             if text is not None:
                 in_speaker = user_label if kind == "say" else self.speaker_name(speaker)
-                prompt = turn(in_speaker, text) + await self._preamble(card, ch, base, text, user_label, char_label)
+                prompt += turn(in_speaker, text) + await self._preamble(
+                    cue.card, ch, base, text, user_label, char_label if cue.card is card else out_speaker)
             else:
                 in_speaker = None
             prompt += reply_cue(out_speaker)
@@ -324,11 +336,12 @@ class Conversations(Swipes):
             lock.release()
             raise
         committed = asyncio.get_running_loop().create_future()
-        record = {"kind": kind, "in_speaker": in_speaker, "in_text": text, "out_speaker": out_speaker}
+        record = {"kind": kind, "in_speaker": in_speaker, "in_text": text, "out_speaker": out_speaker,
+                  "in_message_id": message_id or None}
         finish = _Finish(ch, hot, generation, len(prompt_tokens), record, committed, lock, replace, rebase,
-                         alternative_of)
-        stream = TurnStream(out_speaker, getattr(card, "avatar", None), generation, committed, *(notice or ("",)),
-                            owner=(acting_for.get() or ("",))[0])
+                         cue.settings, alternative_of)
+        stream = TurnStream(out_speaker, getattr(cue.card, "avatar", None), generation, committed,
+                            *(notice or ("",)), owner=(acting_for.get() or ("",))[0], named=cue.named)
         self._writing[key] = finish.stream = stream
         finish.channel_key = key
         task = asyncio.create_task(self._finish_turn(finish))
@@ -360,9 +373,8 @@ class Conversations(Swipes):
                 log.error("channel %s: turn not stored: %s", ch.id, exc.__class__.__name__)  # (its text holds ours)
                 raise _NotStored("the reply could not be stored") from None
             self._remember(ch.id, HotState(position, self.fingerprint, tokens, result.state))
-            if (ch.settings or {}).get("next_speaker"):  # /reply NAME applies to one reply
-                await self.store.update_channel(ch.id, settings={k: v for k, v in ch.settings.items()
-                                                                  if k != "next_speaker"})
+            if f.settings != (ch.settings or {}):  # /reply NAME used up, what the scene has now read
+                await self.store.update_channel(ch.id, settings=f.settings)
             f.committed.set_result(TurnResult(storable(result.text), f.record["out_speaker"], position,
                                               result.stop_reason, turn_id, label))
         except BaseException as exc:  # cancelled or failed: nothing was committed; the channel is unchanged
@@ -380,10 +392,15 @@ class Conversations(Swipes):
 
     async def _preamble(self, card, ch: Channel, base: int, text: str, user_label: str, char_label: str) -> str:
         """Lorebook notes and post-history instructions for this reply (bot.cards decides what applies)."""
+        recent = await self.store.turns(ch.id, after=max(0, base - RECENT_TURNS), upto=base)
+        return await self._preamble_after(card, recent, text, user_label, char_label)
+
+    async def _preamble_after(self, card, recent_turns: list, text: str, user_label: str, char_label: str) -> str:
+        """The preamble of a reply to `text` after `recent_turns` (the last RECENT_TURNS turns before it)."""
         from bot.cards import reply_preamble
 
         recent = []
-        for t in await self.store.turns(ch.id, after=max(0, base - RECENT_TURNS), upto=base):
+        for t in recent_turns[-RECENT_TURNS:]:
             recent += [x for x in (t.in_text, t.out_text) if x]
         # Card work (lorebook scan, macros) runs in a thread: a large or hostile card must not stall other channels.
         return await asyncio.to_thread(reply_preamble, card, message=text, recent=recent, user=user_label,
@@ -431,7 +448,8 @@ class Conversations(Swipes):
             tokens = before.tokens + len(result.fed)
             record = dict(kind="edit", in_speaker=last.in_speaker, in_text=last.in_text,
                           out_speaker=last.out_speaker, out_text=cleaned, fed=tokens_to_bytes(result.fed),
-                          prompt_len=last.prompt_len, feed_lengths=run_length(result.feed_lengths))
+                          prompt_len=last.prompt_len, feed_lengths=run_length(result.feed_lengths),
+                          in_message_id=last.in_message_id, out_message_ids=last.out_message_ids)
             try:
                 position = await self.store.commit_turn(ch.id, record, result.state, self.fingerprint, tokens,
                                                         replace=True)
@@ -552,6 +570,7 @@ class Conversations(Swipes):
             settings = dict(ch.settings or {})
             settings["greeting"] = save.snapshot.get("greeting")
             settings.pop("next_speaker", None)
+            forget_fed(settings)
             fields["settings"] = settings
             for k, v in fields.items():
                 setattr(ch, k, v)
@@ -618,6 +637,7 @@ class Conversations(Swipes):
         settings = dict(ch.settings or {})
         settings["greeting"] = prompt.greeting
         settings["prompt_hash"] = _hash(prompt.text)
+        forget_fed(settings)
         await self.store.reset_channel(ch.id, state, self.fingerprint, tokens, character=card.content_hash(),
                                        greeting_index=greeting_index, chat_format=ch.chat_format,
                                        user_label=ch.user_label, settings=settings)
@@ -774,6 +794,7 @@ class _Finish:
     lock: asyncio.Lock
     replace: bool
     rebase: tuple | None
+    settings: dict  # the channel's settings once the turn is committed
     alternative_of: int | None = None  # the turn whose new alternative this is (a swipe past the end, /regen)
     stream: object = None  # its TurnStream (what /stop finds in Conversations._writing)
     channel_key: ChannelKey | None = None

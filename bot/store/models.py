@@ -10,12 +10,13 @@ import datetime as dt
 
 import re
 
-from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, TypeDecorator,
-                        UniqueConstraint)
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAME_CHARS = 128  # a speaker label or a channel's user label (limits.max_name_chars can be at most this)
 CARD_NAME_CHARS = 256  # a card's name and its file name
+MESSAGE_ID_CHARS = 64  # a platform's message id (Telegram, Discord snowflakes, and room to spare)
 WHO_CHARS = 160  # "platform:user_id": who owns a save or a personal card, who started a channel
 
 # NUL and lone surrogates cannot be stored in a PostgreSQL text column (and a surrogate is not even UTF-8).
@@ -109,8 +110,13 @@ class Turn(Base):
     fed: Mapped[bytes] = mapped_column(LargeBinary)  # int32 token ids fed by this turn
     prompt_len: Mapped[int] = mapped_column(Integer)  # the first tokens of `fed` are the cue, the rest the reply
     feed_lengths: Mapped[list] = mapped_column(JSON)  # run-length [[length, count], ...] of forward calls
+    # The platform's message that fed this turn, and the bot's messages showing its reply (None: not known, e.g.
+    # a slash command or a reply still painting): an edit or delete on the platform finds its turn by them.
+    in_message_id: Mapped[str | None] = mapped_column(String(MESSAGE_ID_CHARS))
+    out_message_ids: Mapped[list | None] = mapped_column(JSON)
     created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    __table_args__ = (UniqueConstraint("channel_id", "position", name="uq_turn_position"),)
+    __table_args__ = (UniqueConstraint("channel_id", "position", name="uq_turn_position"),
+                      Index("ix_turns_channel_in_message", "channel_id", "in_message_id"))
 
 
 class Alternative(Base):

@@ -310,6 +310,77 @@ class Store:
             channel.updated = utcnow()
             return channel.base_position
 
+    async def turn_by_message(self, channel_id: int, message_id: str, after: int = 0) -> Turn | None:
+        """The turn after `after` that the platform message `message_id` fed, or whose reply it shows."""
+        where = (Turn.channel_id == channel_id, Turn.position > after)
+        async with self.sessions() as s:
+            fed = (await s.execute(select(Turn).where(*where, Turn.in_message_id == message_id)
+                                   .limit(1))).scalar_one_or_none()
+            if fed is not None:
+                return fed
+            for position, shown in (await s.execute(select(Turn.position, Turn.out_message_ids).where(*where))):
+                if message_id in (shown or ()):
+                    return (await s.execute(select(Turn).where(*where, Turn.position == position))).scalar_one()
+        return None
+
+    async def set_out_messages(self, channel_id: int, position: int, message_ids: list[str]) -> None:
+        """The bot's messages that show the reply of the turn at `position` (an edit or delete finds it by them)."""
+        async with self.sessions.begin() as s:
+            await s.execute(update(Turn).where(Turn.channel_id == channel_id, Turn.position == position)
+                            .values(out_message_ids=list(message_ids)))
+
+    async def rewrite_turns(self, channel_id: int, start: int, turns: list[dict], state: State, fingerprint: str,
+                            tokens: int, settings: dict | None = None) -> int:
+        """Atomically: the turns from `start` on become `turns` (at start, start+1, ...), `state` is the state
+        after the last of them, and the head moves there; returns the new head. Until this commits the old
+        history stays whole (a crash in the middle of an edit loses nothing).
+
+        A turn dict with an `id` is that existing turn, rewritten in place (moved to its new position), so its
+        alternatives and the swipe buttons naming it stay; its `alternatives` (`number` -> the fields of
+        `REWRITTEN_ALTERNATIVE`) replace what those alternatives fed, and alternatives not named there are
+        dropped. Turns from `start` on that `turns` does not name are deleted (with their alternatives).
+        `settings`: the channel's settings afterwards (None: unchanged)."""
+        packed = await asyncio.to_thread(pack_state, state)
+        head = start - 1 + len(turns)
+        kept = [turn["id"] for turn in turns if turn.get("id")]
+        async with self.sessions.begin() as s:
+            channel = await s.get(Channel, channel_id, with_for_update=True)
+            await s.execute(delete(Turn).where(Turn.channel_id == channel_id, Turn.position >= start,
+                                               Turn.id.not_in(kept)))
+            await s.execute(delete(StateRow).where(StateRow.channel_id == channel_id,
+                                                   StateRow.position >= min(start, head)))
+            await s.flush()
+            # Positions only ever move down (a deleted turn's successors close the gap), so moving the kept turns
+            # in order never puts two on one position.
+            for offset, turn in enumerate(turns):
+                fields = dict(turn)
+                turn_id, alternatives = fields.pop("id", None), fields.pop("alternatives", None)
+                if turn_id is None:
+                    s.add(Turn(channel_id=channel_id, position=start + offset, **fields))
+                    continue
+                await s.execute(update(Turn).where(Turn.id == turn_id, Turn.channel_id == channel_id)
+                                .values(position=start + offset, **fields))
+                if alternatives is not None:
+                    await self._rewrite_alternatives(s, turn_id, alternatives)
+            await s.flush()
+            pinned = head <= channel.base_position  # the base's own state (here: the start) stays
+            s.add(StateRow(channel_id=channel_id, position=head, fingerprint=fingerprint, pinned=pinned,
+                           tokens=tokens, header=packed.header, blob=packed.blob))
+            channel.head = head
+            if settings is not None:
+                channel.settings = settings
+            channel.updated = utcnow()
+            await self._prune(s, channel_id, head)
+        return head
+
+    @staticmethod
+    async def _rewrite_alternatives(s: AsyncSession, turn_id: int, alternatives: dict[int, dict]) -> None:
+        await s.execute(delete(Alternative).where(Alternative.turn_id == turn_id,
+                                                  Alternative.number.not_in(list(alternatives))))
+        for number, fields in alternatives.items():
+            await s.execute(update(Alternative).where(Alternative.turn_id == turn_id, Alternative.number == number)
+                            .values(**{name: fields[name] for name in REWRITTEN_ALTERNATIVE}))
+
     async def reset_channel(self, channel_id: int, initial: State, fingerprint: str, tokens: int,
                             **channel_fields) -> None:
         """Start over: no turns; the initial state pinned at position 0."""
@@ -551,6 +622,7 @@ class Store:
 
 
 REPLY_FIELDS = ("out_text", "fed", "prompt_len", "feed_lengths")  # what differs between a turn's alternatives
+REWRITTEN_ALTERNATIVE = ("fed", "prompt_len", "feed_lengths")  # what a history rewrite changes (the cue): its text stays
 
 
 def _reply_of(row) -> dict:

@@ -19,13 +19,15 @@ import yarl
 from discord import app_commands
 
 from bot.adapters.discord.buttons import PressedMessage, read_press
-from bot.adapters.discord.personas import NONE, Persona, Personas, can_send
+from bot.adapters.discord.personas import NONE, Persona, Personas, bold_speaker, can_send
+from bot.adapters.discord.rewrites import posted, retract
 from bot.adapters.discord.render import DiscordSurface, InteractionAnswer, describe, reply_to_message, send_to
 from bot.adapters.discord.slash import Chinese, build_tree
 from bot.adapters.discord.text import readable_text, t
 from bot.adapters.painter import Painter
 from bot.commands import (DOWNLOAD_FAILED, MAX_ATTACHMENT_BYTES, TOO_BIG, Answer, Attachment, AttachmentProblem,
-                          CharacterLine, Incoming, Reply, ReplyStream, names_a_command)
+                          CharacterLine, Incoming, MessageGone, Reply, ReplyShown, ReplyStream, Retract,
+                          names_a_command)
 from bot.i18n import normalize_lang
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,12 @@ class _Client(discord.Client):
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:  # slash commands go to the tree
         await self.adapter.on_press(interaction)
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        await self.adapter.on_edit(payload.message)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self.adapter.on_delete(payload.channel_id, payload.message_id)
 
 
 class DiscordAdapter:
@@ -199,6 +207,41 @@ class DiscordAdapter:
             finally:
                 arrival.placed()
 
+    async def on_edit(self, message: discord.Message) -> None:
+        """A member edited a message: the history follows (bot.commands.rewrites); a regenerated reply is
+        painted into the messages that showed the old one. Raw events: the message need not be cached."""
+        if self.closing or message.author.bot or message.webhook_id is not None:
+            return  # our own streaming edits come back as edits too
+        if message.type not in CONVERSATION_MESSAGES:
+            return
+        incoming = self._incoming_of(message)
+        if not incoming.text:
+            return
+        arrival = self.commands.arrive(incoming)  # before any await: after the messages sent before it
+        with self._tracked():
+            try:
+                answer = await self.commands.edited(incoming, arrival)
+                for output in answer.outputs:
+                    if isinstance(output, ReplyStream):
+                        await self._speak(message.channel, output, answer.lang, reference=message)
+            except discord.HTTPException as exc:
+                log.warning("channel %s: Discord refused the regenerated reply: %s", message.channel.id,
+                            describe(exc))
+            finally:
+                arrival.placed()
+
+    async def on_delete(self, channel_id: int, message_id: int) -> None:
+        """A message was deleted (by its author or a moderator; the bot's own deletes come back too, and
+        change nothing): the history follows, and the bot deletes a reply whose exchange was undone."""
+        if self.closing:
+            return
+        with self._tracked():
+            answer = await self.commands.deleted(MessageGone(PLATFORM, str(channel_id), str(message_id)))
+            channel = self.client.get_channel(channel_id) or self.client.get_partial_messageable(channel_id)
+            for output in answer.outputs:
+                if isinstance(output, Retract):
+                    await retract(channel, output.message_ids, self.personas.known_hook(channel))
+
     def _incoming_of(self, message: discord.Message) -> Incoming:
         guild = message.guild
         reference = message.reference
@@ -207,9 +250,22 @@ class DiscordAdapter:
             user_name=message.author.display_name, text=self._text_of(message), message_id=str(message.id),
             is_group=guild is not None, language_code=str(guild.preferred_locale) if guild else None,
             reply_to=str(reference.message_id) if reference and reference.message_id else "",
+            reply_to_speaker=self._speaker_of(reference.resolved if reference else None),
             is_bot_admin=self.is_bot_admin(message.author), chat_title=title_of(message.channel, guild, message.author))
         incoming.addressed = guild is None or self._mentions_me(message) or names_a_command(incoming)
         return incoming
+
+    def _speaker_of(self, answered) -> str:
+        """The character who spoke the message a user answers: a webhook message carries its name (a scene's
+        cast member is matched by the command layer); the bot's own posts show it as `**Name**: `."""
+        if not isinstance(answered, discord.Message):
+            return ""
+        if answered.webhook_id is not None:
+            return answered.author.name
+        me = self.client.user
+        if me is not None and answered.author.id == me.id:
+            return bold_speaker(answered.content)
+        return ""
 
     def _text_of(self, message: discord.Message) -> str:
         me = self.client.user
@@ -270,11 +326,16 @@ class DiscordAdapter:
         if isinstance(output, CharacterLine):
             await painter.say(output.text)
             return
+        if output.into:  # a reply regenerated after its line was edited: into the messages of the old one
+            painter.reuse([(message, target) for message in posted(channel, output.into, getattr(target, "hook", None))])
         self._streams.add(output)
         try:
-            await painter.paint(output)
+            final = await painter.paint(output)
         finally:
             self._streams.discard(output)
+        if final.position and not painter.undeliverable:  # an edit or delete of these finds the reply
+            await self.commands.shown(ReplyShown(PLATFORM, str(channel.id), final.position,
+                                                 [str(handle[0].id) for handle in painter.message_handles()]))
 
     # ----- slash commands -----------------------------------------------------------------------------------
     async def slash(self, interaction: discord.Interaction, text: str, *, ephemeral: bool = False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -22,6 +23,15 @@ log = logging.getLogger(__name__)
 HOOK_NAME = "RWKV persona"
 NONE = discord.AllowedMentions.none()  # the model must never ping anyone
 RETRY_AFTER_FAILURE = 600.0  # seconds before trying again to make a webhook where it failed
+
+
+_BOLD_SPEAKER = re.compile(r"^\*\*((?:\\.|[^*\\\n])+)\*\*: ")
+
+
+def bold_speaker(content: str) -> str:
+    """The name a line posted as the bot starts with (`**Name**: `, as BotTarget and FollowupTarget write it)."""
+    match = _BOLD_SPEAKER.match(content)
+    return re.sub(r"\\(.)", r"\1", match[1]) if match else ""
 
 
 @dataclass
@@ -119,6 +129,11 @@ class Personas:
         await self._set_avatar(hook, persona.avatar)
         thread = channel if isinstance(channel, discord.Thread) else None
         return WebhookTarget(self, hook, thread, webhook_username(persona.name), fallback=as_bot)
+
+    def known_hook(self, channel) -> discord.Webhook | None:
+        """The webhook already in use in `channel` (a thread: its parent's), if any; nothing is asked of Discord."""
+        home = channel.parent if isinstance(channel, discord.Thread) else channel
+        return self._hooks.get(getattr(home, "id", None))
 
     def forget(self, hook: discord.Webhook) -> None:
         for channel_id, known in list(self._hooks.items()):

@@ -25,7 +25,7 @@ from bot.adapters.telegram.presses import read_press
 from bot.adapters.telegram.surface import TelegramSurface
 from bot.adapters.telegram.text import MAX_MESSAGE_CHARS
 from bot.commands import (DOWNLOAD_FAILED, GROUP, PRIVATE, TOO_BIG, Answer, Arrival, Attachment, AttachmentProblem,
-                          CharacterLine, Output, Reply, ReplyStream)
+                          CharacterLine, Output, Reply, ReplyShown, ReplyStream, Retract)
 from bot.i18n import t
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class TelegramAdapter:
         """What the bot reacts to. Commands are not separate handlers: the command layer parses every text."""
         return [
             MessageHandler(filters.UpdateType.MESSAGE & (filters.TEXT | filters.CAPTION), self._on_message),
+            MessageHandler(filters.UpdateType.EDITED_MESSAGE & (filters.TEXT | filters.CAPTION), self._on_edit),
             ChatMemberHandler(self._on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
             CallbackQueryHandler(self._on_press),
         ]
@@ -136,8 +137,8 @@ class TelegramAdapter:
         self.bot_id, self.bot_username = self.application.bot.id, self.application.bot.username
         await self._publish_commands()
         await self.application.start()
-        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE, Update.MY_CHAT_MEMBER,
-                                                                      Update.CALLBACK_QUERY],
+        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE, Update.EDITED_MESSAGE,
+                                                                      Update.MY_CHAT_MEMBER, Update.CALLBACK_QUERY],
                                                      error_callback=self._on_polling_error)
         self.ready.set()
         log.info("telegram: @%s is polling for updates", self.bot_username)
@@ -224,7 +225,7 @@ class TelegramAdapter:
             await self._answer_press(query_id, refusal)
             for output in answer.outputs:
                 if isinstance(output, ReplyStream):
-                    await self._render_stream(output, message.target, answer.lang, into=into)
+                    await self._render_stream(output, message, answer.lang, into=into)
         except Exception:
             log.exception("telegram chat %s: failed to handle a button", message.target.chat_id)
         finally:
@@ -237,10 +238,23 @@ class TelegramAdapter:
         except (DeliveryFailed, DeliveryDeferred) as exc:  # the spinner stops by itself after a while
             log.info("telegram: a button press was not answered: %s", exc)
 
-    async def _serve(self, message: TelegramMessage, arrival: Arrival) -> None:
+    async def _on_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A user edited a message: the history follows (bot.commands.rewrites); a regenerated reply is painted
+        into the bot's messages that showed the old one."""
+        message = read_message(update.edited_message, self.bot_id, self.bot_username)
+        if message is None:
+            return
+        message.incoming.is_bot_admin = not message.sent_as_chat and message.user_id in self.admins.admin_ids
+        arrival = self.commands.arrive(message.incoming)  # before any await: after the messages sent before it
+        task = asyncio.create_task(self._serve(message, arrival, edit=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, message: TelegramMessage, arrival: Arrival, *, edit: bool = False) -> None:
         """One message, from arrival to its final reply. Handled problems are one log line; a traceback is a bug."""
         try:
-            answer = await self._answer(message, arrival)
+            answer = (await self.commands.edited(message.incoming, arrival) if edit
+                      else await self._answer(message, arrival))
             for output in answer.outputs:
                 await self._render(output, message, answer.lang)
         except DeliveryFailed as exc:
@@ -286,13 +300,17 @@ class TelegramAdapter:
     async def _render(self, output: Output, message: TelegramMessage, lang: str) -> None:
         target = message.target
         if isinstance(output, ReplyStream):
-            await self._render_stream(output, target, lang)
+            await self._render_stream(output, message, lang)
+        elif isinstance(output, Retract):
+            for message_id in output.message_ids:
+                await self.sender.delete(target, int(message_id))
         elif isinstance(output, Reply) and output.private and target.is_group:
             await self._send_privately(message, output, lang)
         elif isinstance(output, Reply):
             await self._send_reply(target, output)
         elif isinstance(output, CharacterLine):
-            await Painter(TelegramSurface(self.sender, target), lang).say(output.text)
+            await Painter(TelegramSurface(self.sender, target, output.speaker if output.named else ""),
+                          lang).say(output.text)
 
     async def _send_reply(self, target: Target, reply: Reply) -> None:
         if reply.file:
@@ -310,14 +328,23 @@ class TelegramAdapter:
                      exc)
             await self.sender.send_long(message.target, t("private_undeliverable", lang))
 
-    async def _render_stream(self, stream: ReplyStream, target: Target, lang: str, into: int | None = None) -> None:
+    async def _render_stream(self, stream: ReplyStream, message: TelegramMessage, lang: str,
+                             into: int | None = None) -> None:
         self._streams.add(stream)
         if self._cutting_off:  # a turn that got its start during the shutdown's cut-off
             stream.cancel()
+        painter = Painter(TelegramSurface(self.sender, message.target, stream.speaker if stream.named else ""),
+                          lang, into=into)
+        painter.reuse([int(message_id) for message_id in stream.into])
         try:
-            await Painter(TelegramSurface(self.sender, target), lang, into=into).paint(stream)
+            final = await painter.paint(stream)
         finally:
             self._streams.discard(stream)
+        # An edit or delete of these finds the reply. A swipe (`into`) repaints only the pressed message: the
+        # turn keeps the messages reported when it was first shown.
+        if final.position and into is None and not painter.undeliverable:
+            await self.commands.shown(ReplyShown(message.incoming.platform, message.incoming.channel_id,
+                                                 final.position, [str(m) for m in painter.message_handles()]))
 
     async def _on_membership(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         change = update.my_chat_member

@@ -11,7 +11,7 @@ from telegram import Document, Message, MessageEntity
 from bot.commands import Incoming, ParsedCommand
 from bot.commands.base import REGISTRY
 
-from bot.adapters.telegram.text import strip_mention
+from bot.adapters.telegram.text import speaker_of, strip_mention
 
 PLATFORM = "telegram"
 
@@ -57,6 +57,8 @@ def read_message(message: Message, bot_id: int, bot_username: str) -> TelegramMe
         reply_to=str(reply.message_id) if reply is not None else "", chat_title=chat.effective_name or "")
     command = incoming.command
     replied_to_bot = _replies_to(message, bot_id)
+    if replied_to_bot:  # a scene's character line starts with its speaker's name
+        incoming.reply_to_speaker = speaker_of(reply.text or "")
     if command is not None and not _command_is_ours(command, bot_username, is_group, replied_to_bot):
         return None
     if command is None:

@@ -8,6 +8,7 @@ import contextlib
 from bot.adapters.painter import Surface
 from bot.adapters.telegram.incoming import Target
 from bot.adapters.telegram.outgoing import Sender
+from bot.adapters.telegram.text import speaker_prefix
 
 TYPING_EVERY = 4.0  # Telegram shows "typing" for 5 s
 
@@ -15,21 +16,23 @@ TYPING_EVERY = 4.0  # Telegram shows "typing" for 5 s
 class TelegramSurface(Surface):
     typing_every = TYPING_EVERY
 
-    def __init__(self, sender: Sender, target: Target):
+    def __init__(self, sender: Sender, target: Target, speaker: str = ""):
         self.sender = sender
         self.target = target
+        # In a scene every piece starts with the speaker's name, so a reply to any of them tells who spoke it.
+        self.prefix = speaker_prefix(speaker) if speaker else ""
         self.where = f"telegram chat {target.chat_id}"
         self.typing_until_shown = target.is_group
 
     @property
     def limit(self) -> int:
-        return self.sender.message_limit
+        return self.sender.message_limit - len(self.prefix)
 
     async def post(self, index: int, text: str, *, final: bool, buttons=()) -> int:
-        return await self.sender.send_text(self.target, text, quote=index == 0, buttons=buttons)
+        return await self.sender.send_text(self.target, self.prefix + text, quote=index == 0, buttons=buttons)
 
     async def edit(self, message: int, index: int, text: str, *, final: bool, buttons=()) -> int:
-        await self.sender.edit_text(self.target, message, text, patient=final, buttons=buttons)
+        await self.sender.edit_text(self.target, message, self.prefix + text, patient=final, buttons=buttons)
         return message
 
     async def delete(self, message: int) -> None:

@@ -13,3 +13,17 @@ def strip_mention(text: str, bot_username: str) -> str:
         return text.strip()
     pattern = re.compile(rf"(?<![\w@])@{re.escape(bot_username)}(?!\w)[,:]?[ \t]*", re.IGNORECASE)
     return pattern.sub("", text).strip()
+
+
+SPEAKER_MARK = ": "
+
+
+def speaker_prefix(speaker: str) -> str:
+    """How a scene's character line starts on Telegram (a bot has one name there: the speaker's is in the text)."""
+    return speaker + SPEAKER_MARK
+
+
+def speaker_of(text: str, max_chars: int = 128) -> str:
+    """The speaker's name a scene's message starts with ("" when it has none)."""
+    name, mark, _ = text.partition(SPEAKER_MARK)
+    return name if mark and name.strip() and "\n" not in name and len(name) <= max_chars else ""
