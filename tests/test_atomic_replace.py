@@ -76,19 +76,19 @@ async def test_an_engine_error_during_regen_or_edit_keeps_the_old_exchange(app):
 
 async def test_a_failed_commit_keeps_the_old_exchange(app):
     before = await talked(app)
-    real = app.store.commit_turn
+    real = app.store.commit_turn, app.store.add_alternative
 
     async def refuse(*args, **kwargs):
         raise OSError("database is locked (simulated)")
 
-    app.store.commit_turn = refuse
+    app.store.commit_turn = app.store.add_alternative = refuse  # /edit commits a turn, /regen an alternative
     [stream] = [o for o in await outputs(app, "/regen", channel="rg") if isinstance(o, ReplyStream)]
     # the adapters say "please try again", as for a failed model step
     assert (await finish(stream)).outcome == ENGINE_ERROR
     same(await exchange(app), before)
     assert await send(app, "/edit A different reply.", channel="rg") == [t("not_stored")]
     same(await exchange(app), before)
-    app.store.commit_turn = real
+    app.store.commit_turn, app.store.add_alternative = real
     assert await send(app, "/edit A different reply.", channel="rg") == [t("edit_done")]
     head, turns, _ = await exchange(app)
     assert head == before[0] and turns[-1][3] == "A different reply." and turns[:-1] == before[1][:-1]
