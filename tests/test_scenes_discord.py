@@ -35,6 +35,7 @@ def avatar_hash(avatar: bytes) -> str:
 async def line(fake, app, user: int, text: str, *, reply_to: int | None = None):
     """`user` posts `text` in GENERAL; returns (the committed turn, the persona message that shows it)."""
     before = len(await turns(app, GENERAL))
+    posted_before = len(persona_messages(fake, GENERAL))
     await fake.send_message(GENERAL, user, text, reply_to=reply_to)
 
     async def committed():
@@ -42,13 +43,16 @@ async def line(fake, app, user: int, text: str, *, reply_to: int | None = None):
         return log[before] if len(log) > before else None
 
     turn = await eventually(committed)
-    message = await eventually(lambda: _shown(fake, turn.out_text))
+    message = await eventually(lambda: _shown(fake, turn.out_text, posted_before))
     return turn, message
 
 
-async def _shown(fake, text: str):
+async def _shown(fake, text: str, posted_before: int):
+    """The newest persona message, once it is one posted after the line and shows `text` (a random model may say
+    the same thing twice, so an older message with the same text does not count)."""
     posted = persona_messages(fake, GENERAL)
-    return posted[-1] if posted and posted[-1].content == (text.strip() or t("empty_reply")) else None
+    fresh = len(posted) > posted_before
+    return posted[-1] if fresh and posted[-1].content == (text.strip() or t("empty_reply")) else None
 
 
 async def test_each_character_speaks_through_the_webhook_with_its_name_and_avatar(app, fake):
