@@ -156,5 +156,8 @@ async def test_a_burst_of_prompts_is_fed_within_the_step_budget(demo7, monkeypat
         together = [await g.result() for g in gens]
     finally:
         await engine.close()
-    assert max(steps) <= 2 * CHUNK and steps[:3] == [2 * CHUNK, 2 * CHUNK, CHUNK]
+    # The prompts reach the engine's thread one by one, so how they group into steps depends on timing; what
+    # may not vary: no step feeds past the budget, and every prompt token is fed.
+    fed = [n for n in steps if n]
+    assert max(fed) <= 2 * CHUNK and sum(fed) >= 5 * CHUNK and len(fed) >= 3
     assert [t.generated for t in together] == [a.generated for a in alone]
