@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.adapters import enabled_platforms, platform_runners
 from bot.config import SCHEMA, Config, ConfigError, load_config
 from bot.libraries import MissingLibrary, import_optional
 from bot.logs import setup_logging
@@ -124,10 +125,11 @@ def check_characters(library, config: Config, character: str | None) -> None:
         raise StartError(f"no character named {character!r} (characters: {known})")
 
 
-async def build_app(config: Config, backend=None, *, character: str | None = None) -> App:
+async def build_app(config: Config, backend=None, *, character: str | None = None, store=None) -> App:
     """The database and the characters first (seconds, and where a bad URL or card setting is reported), then
     the model (minutes for a large one). Whatever was started is closed again when a later part fails.
-    `character`: a card that must exist (`chat --character`)."""
+    `character`: a card that must exist (`chat --character`); `store`: an unopened store to use (a cluster
+    worker's fenced one)."""
     from bot.cards import sample_cards_dir
     from bot.commands import Commands
     from bot.conversations import Conversations, Quotas
@@ -139,7 +141,7 @@ async def build_app(config: Config, backend=None, *, character: str | None = Non
     from bot.store import Store
 
     async with contextlib.AsyncExitStack() as started:
-        store = Store(config.database.url, snapshots=config.database.snapshots)
+        store = store or Store(config.database.url, snapshots=config.database.snapshots)
         await store.open()
         started.push_async_callback(store.close)
         library = Library(store, config.characters.dir, config.characters.default,
@@ -205,7 +207,7 @@ async def serve(config: Config, *, terminal: bool, character: str | None = None,
     dashboard = None
     try:
         dashboard = await start_dashboard(app)
-        platforms = [] if terminal else _platform_runners(app)
+        platforms = [] if terminal else platform_runners(app)
         if platforms:
             tasks = [asyncio.create_task(runner(stop)) for runner in platforms]
             await stop.wait()
@@ -237,19 +239,6 @@ async def start_dashboard(app: App):
     return dashboard
 
 
-def _platform_runners(app: App) -> list:
-    runners = []
-    for name, adapter in _platforms(app.config):
-        runners.append(lambda stop, run=getattr(adapter, f"run_{name}"): run(app, stop))
-    return runners
-
-
-def _platforms(config: Config) -> list[tuple[str, object]]:
-    """(name, adapter module) of every platform with a token; a missing platform library is MissingLibrary."""
-    return [(name, import_optional(f"bot.adapters.{name}", f"{name}.token"))
-            for name in ("telegram", "discord") if getattr(config, name).token]
-
-
 def check_libraries(config: Config, terminal: bool) -> None:
     """Import what the configuration needs before the model loads (MissingLibrary names what to install)."""
     from bot.store.migrate import import_driver
@@ -258,7 +247,7 @@ def check_libraries(config: Config, terminal: bool) -> None:
     if config.metrics.port:
         import_optional("prometheus_client", "metrics.port")
     if not terminal:
-        _platforms(config)
+        enabled_platforms(config)
         if config.telegram.token:  # PTB's rate limiter imports it only when built
             import_optional("aiolimiter", "telegram.token (python-telegram-bot[rate-limiter])")
 

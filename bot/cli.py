@@ -1,4 +1,4 @@
-"""Command line: `rwkv-bot run|chat|demo-model|card|db|bench`.
+"""Command line: `rwkv-bot run|chat|demo-model|card|db|bench|front|worker|cluster|bench-cluster`.
 
 stdout carries only what the user should see (replies, command answers, JSON); logs, progress bars and the
 banners that the `rwkv` package prints go to stderr. Every subcommand's handler is imported only when it runs,
@@ -75,6 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--repeat", type=int, default=5)
     c.add_argument("--url", help="database URL (default: a temporary SQLite file)")
     c.set_defaults(func=_lazy("bot.store.cli:bench_command"))
+
+    p = sub.add_parser("front", help="cluster: run only the platform adapters, forwarding to workers over NATS")
+    p.add_argument("--config", metavar="PATH")
+    p.set_defaults(func=_lazy("bot.cluster.cli:front_command"))
+    p = sub.add_parser("worker", help="cluster: run commands and the model for the partitions this worker leases")
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--simulate", type=float, default=0, metavar="STEPS_PER_S",
+                   help="no model: a simulated one that takes 1/STEPS_PER_S per step (bench-cluster)")
+    p.set_defaults(func=_lazy("bot.cluster.cli:worker_command"))
+    p = sub.add_parser("cluster", help="cluster maintenance")
+    cluster_sub = p.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
+    c = cluster_sub.add_parser("status", help="workers, their partitions, queue depths and tokens/s")
+    c.add_argument("--config", metavar="PATH")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_lazy("bot.cluster.cli:status_command"))
+    p = sub.add_parser("bench-cluster", help="replies/s with 1, 2, 4 workers of a simulated model, over NATS")
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--turns", type=int, default=4, help="turns per channel per measurement")
+    p.add_argument("--steps-per-second", type=float, default=50.0, help="each simulated worker's model speed")
+    p.add_argument("--json", metavar="OUT", help="write results as JSON")
+    p.set_defaults(func=_lazy("bot.cluster.bench:bench_cluster_command"))
 
     p = sub.add_parser("bench", help="benchmark the engine against the plain rwkv package")
     p.add_argument("--preset", default="0.1b", help="model shape preset (0.1b 0.4b 1.5b 2.9b 7.2b v6-3b)")

@@ -127,6 +127,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "host": Key("str", "127.0.0.1", "address the page listens on; 0.0.0.0 exposes it beyond this machine"),
         "url": Key("str", "", "address admins open, e.g. behind a reverse proxy; empty = http://host:port"),
     },
+    "cluster": {  # `rwkv-bot front` / `rwkv-bot worker` only; `rwkv-bot run` never reads these
+        "nats_url": Key("str", "nats://127.0.0.1:4222", "NATS server with JetStream (fronts and workers)"),
+        "name": Key("str", "", "this front's name, unique among fronts (letters, digits, - and _); empty = "
+                    "host-pid"),
+        "worker_id": Key("str", "", "this worker's id, unique among workers; empty = host-pid"),
+        "partitions": Key("int", 16, "channels are hashed into this many partitions, each served by one worker; "
+                          "the same on every front and worker", low=1, high=1024),
+        "lease_seconds": Key("float", 6.0, "a worker that stops renewing its leases loses its partitions after "
+                             "this long (the failover time)", low=1, high=600),
+    },
     "sampling": {name: Key("int" if spec.kind is int else "float", getattr(SamplingParams(), name), spec.help,
                            low=spec.low, high=spec.high) for name, spec in SAMPLING_SPECS.items()},
 }

@@ -83,6 +83,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "nothing_to_edit": {"en": "There is no reply to edit yet.", "zh": "还没有可以修改的回复。"},
     "bad_chat_format": {"en": "Format must be one of: {valid}.", "zh": "格式必须是：{valid}。"},
     "shutting_down": {"en": "The bot is restarting; please try again in a moment.", "zh": "机器人正在重启，请稍后再试。"},
+    "cluster_unavailable": {"en": "The bot cannot reach its workers right now; please try again in a moment.",
+                            "zh": "机器人暂时无法连接到后端，请稍后再试。"},
     "engine_error": {"en": "The model failed on this reply; please try again.", "zh": "模型生成失败，请重试。"},
     "not_stored": {"en": "That could not be stored; nothing was changed. Please try again.",
                    "zh": "无法保存，没有做任何更改。请重试。"},

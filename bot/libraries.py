@@ -8,7 +8,8 @@ import re
 
 # Import name -> the distribution that provides it, where the two differ.
 _DISTRIBUTIONS = {"telegram": "python-telegram-bot", "discord": "discord.py", "prometheus_client": "prometheus-client",
-                  "yaml": "pyyaml", "psycopg2": "psycopg2-binary"}
+                  "yaml": "pyyaml", "psycopg2": "psycopg2-binary",
+                 "nats": "nats-py"}
 
 
 class MissingLibrary(Exception):

@@ -13,10 +13,11 @@ from bot.commands.messages import (CANCELLED, DONE, DOWNLOAD_FAILED, EMPTY, ENGI
                                    Retract, StreamEvent, event_from_dict, output_from_dict)
 from bot.commands.messages import KEPT, STOPPED, Button, ButtonPress, Queued  # swipes and /stop
 from bot.commands.parsing import ParsedCommand, parse_command
+from bot.conversations import ChannelKey  # the key of a channel's order and of everything kept about it
 from bot.conversations.characters import MAX_IMPORT_BYTES as MAX_ATTACHMENT_BYTES
 from bot.engine.params import PARAM_NAMES
 
-__all__ = ["KEPT", "Button", "ButtonPress", "Queued", "STOPPED", "Answer", "Arrival", "Attachment", "AttachmentProblem", "CANCELLED", "CharacterLine", "CommandSpec",
+__all__ = ["KEPT", "Button", "ButtonPress", "Queued", "STOPPED", "Answer", "Arrival", "Attachment", "AttachmentProblem", "CANCELLED", "ChannelKey", "CharacterLine", "CommandSpec",
            "Commands", "Context", "DONE", "DOWNLOAD_FAILED", "EMPTY", "ENGINE_ERROR", "EVERYWHERE", "Final", "GROUP",
            "Goodbye", "Incoming", "MAX_ATTACHMENT_BYTES", "MessageGone", "NOT_FOUND", "Output", "PARAM_NAMES", "PRIVATE", "Partial",
            "ParsedCommand", "Reply", "ReplyShown", "ReplyStream", "Retract", "StreamEvent", "TERMINAL", "TOO_BIG", "UNREADABLE",

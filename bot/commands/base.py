@@ -85,6 +85,16 @@ class CommandSpec:
 REGISTRY: dict[str, CommandSpec] = {}
 
 
+def offered_commands(place: str | None = None) -> list[CommandSpec]:
+    """Each command once, in registration order, offered in `place` (all when None): /help, platform menus."""
+    seen, out = set(), []
+    for spec in REGISTRY.values():
+        if spec.name not in seen and not spec.hidden and (place is None or place in spec.places):
+            seen.add(spec.name)
+            out.append(spec)
+    return out
+
+
 def command(name: str, *, help_key: str | None = None, admin: bool = False, usage: str = "", hidden: bool = False,
             aliases: tuple[str, ...] = (), places: tuple[str, ...] = EVERYWHERE):
     def register(handler: Handler) -> Handler:

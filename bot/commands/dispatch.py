@@ -21,7 +21,7 @@ import logging
 
 from bot.commands.admin import Titles
 from bot.commands.audit import record_command
-from bot.commands.base import REGISTRY, CommandSpec, Context, with_notice
+from bot.commands.base import REGISTRY, CommandSpec, Context, offered_commands, with_notice
 from bot.commands.flood import FloodControl, RateLimiter
 from bot.commands import rewrites
 from bot.commands.intake import Arrival, ArrivalOrder, imports_card
@@ -148,12 +148,7 @@ class Commands:
 
     def commands(self, place: str | None = None) -> list[CommandSpec]:
         """Each command once, in registration order, offered in `place` (all when None): /help, platform menus."""
-        seen, out = set(), []
-        for spec in REGISTRY.values():
-            if spec.name not in seen and not spec.hidden and (place is None or place in spec.places):
-                seen.add(spec.name)
-                out.append(spec)
-        return out
+        return offered_commands(place)
 
     def character_names(self, who: str | None = None) -> list[str]:
         """The character names `who` ("platform:user id") can use: the shared library and their own cards (for

@@ -737,6 +737,11 @@ class Conversations(Swipes, HistoryRewrites, Scenes):
         if hot and hot.position > position:
             del self._hot[ch.id]
 
+    def forget_hot_states(self) -> None:
+        """Drop every state kept in memory: another process may have changed any channel since (a cluster worker
+        that lost a partition); each is read from the database again when next used."""
+        self._hot.clear()
+
     def _remember(self, channel_id: int, hot: HotState) -> None:
         self._hot[channel_id] = hot
         self._hot.move_to_end(channel_id)

@@ -10,7 +10,7 @@ import datetime as dt
 
 import re
 
-from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -186,3 +186,23 @@ class AuditEntry(Base):
     channel: Mapped[str] = mapped_column(String(192), index=True)  # "platform:external_id"
     action: Mapped[str] = mapped_column(String(64))  # e.g. "params set"
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ClusterFence(Base):
+    """Which lease may write a partition's channels (cluster mode, bot/cluster/fences.py): the JetStream
+    key-value revision of the lease a worker took. A write of a worker whose revision is no longer here is
+    refused inside the same transaction, so a worker that lost its lease never commits."""
+    __tablename__ = "cluster_fences"
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    worker: Mapped[str] = mapped_column(String(128))
+    taken: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ClusterHandled(Base):
+    """Incoming events a cluster worker has fully handled (its key: the platform message and what happened to
+    it), with the answer it gave, so a redelivery after a crash answers again instead of acting twice."""
+    __tablename__ = "cluster_handled"
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    answer: Mapped[dict] = mapped_column(JSON)
+    handled: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
