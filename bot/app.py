@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +156,8 @@ async def build_app(config: Config, backend=None, *, character: str | None = Non
         started.callback(metrics.close)
         engine = Engine(backend, world_tokenizer(), chunk_len=config.model.chunk_len,
                         max_batch=config.model.max_batch, metrics=metrics)
+        if config.model.step_seconds:
+            engine.step_hook = lambda rows, pause=config.model.step_seconds: time.sleep(pause)
         metrics.track_queue(engine.queue_depth)
         await engine.start()
         started.push_async_callback(engine.close)

@@ -44,6 +44,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        choices=("auto", "batched", "rwkv-pip")),
         "chunk_len": Key("int", 256, "prefill tokens per step per channel", low=1, high=65536),
         "max_batch": Key("int", 64, "channels generating at once", low=1, high=4096),
+        "step_seconds": Key("float", 0.0, "seconds added to every model step: a fast CPU model paced like a big one "
+                            "(demos and tests of streaming, stopping and failover); 0 = none", low=0, high=60),
         "max_context_tokens": Key("int", 0, "rebuild a channel's state past this many fed tokens; 0 = 8192",
                                   low=0, high=10_000_000),
     },

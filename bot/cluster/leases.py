@@ -39,23 +39,25 @@ async def open_bucket(js, bucket: str, ttl: float):
 
 
 def plan(me: str, partitions: int, owners: dict[int, str], active: dict[str, int]) -> tuple[list[int], list[int]]:
-    """(partitions `me` should take, partitions it should give up): every live worker (`active`: its active
-    channels) serves about partitions/workers; a free partition goes to the least-loaded worker below its share
-    (fewest active channels, then fewest partitions), and a worker above its share gives the excess back while
-    another is below it."""
+    """(partitions `me` should take, partitions it should give up), the same rule on every worker: shares end
+    within one partition of each other. A free partition goes to a worker holding the fewest, the least loaded
+    of those (fewest active channels); a worker holding two or more beyond the fewest gives half the difference
+    back, which then goes to the fewest (never back to it: it still holds more)."""
     live = set(active) | {me}
     share = math.ceil(partitions / len(live))
     count = {w: 0 for w in live}
     for owner in owners.values():
         if owner in count:
             count[owner] += 1
-    mine = sorted(p for p, owner in owners.items() if owner == me)
+    fewest = min(count.values())
     free = [p for p in range(partitions) if p not in owners]
-    below = [w for w in live if count[w] < share]
     take: list[int] = []
-    if free and below and min(below, key=lambda w: (active.get(w, 0), count[w], w)) == me:
-        take = free[:share - count[me]]
-    give = mine[share:] if count[me] > share and any(count[w] < share for w in live if w != me) else []
+    if free and count[me] < share:
+        chosen = min(live, key=lambda w: (count[w] > fewest, active.get(w, 0), count[w], w))
+        if chosen == me:
+            take = free[:share - count[me]]
+    mine = sorted(p for p, owner in owners.items() if owner == me)
+    give = mine[len(mine) - (count[me] - fewest) // 2:] if count[me] - fewest > 1 else []
     return take, give
 
 
