@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import sys
 
 import aiohttp
 import pytest
@@ -13,6 +16,7 @@ from aiohttp import web
 
 from bot.config import ConfigError, load_config
 from bot.adapters.telegram.adapter import webhook_path
+from tests.conftest import ROOT, write_config
 from tests.fake_telegram import SECRET_HEADER, FakeTelegram
 from tests.test_telegram import TOKEN, RunningBot, running, telegram_config
 
@@ -186,6 +190,62 @@ async def test_a_port_in_use_is_one_line_and_telegram_stays_off(tmp_path, demo7,
             await app.close()
     [line] = [r for r in caplog.records if "cannot listen" in r.getMessage()]
     assert f"127.0.0.1:{port}" in line.getMessage() and "Telegram stays off" in line.getMessage()
+    assert not [r for r in caplog.records if r.exc_info], "one line, never a traceback"
+
+
+async def test_a_refused_webhook_is_one_line_and_a_server_error_is_retried(tmp_path, demo7, server, caplog):
+    from bot.adapters.telegram import TelegramAdapter
+    from bot.app import build_app
+
+    port = free_port()
+    app = await build_app(load_config(webhook_config(tmp_path, demo7, server, port), env={}))
+    try:
+        server.fail_next("setWebhook", 400, description="Bad Request: bad webhook: HTTPS url must be provided for "
+                                                          "webhook")
+        await asyncio.wait_for(TelegramAdapter(app).run(asyncio.Event()), 30)  # returns by itself
+        [line] = [r.getMessage() for r in caplog.records if "refused the webhook" in r.getMessage()]
+        assert "https url must be provided" in line.lower() and "Telegram stays off" in line
+        assert SECRET not in caplog.text
+        assert not [r for r in caplog.records if r.exc_info], "a handled error is one line, never a traceback"
+        server.fail_next("setWebhook", 502)
+        async with running(server, webhook_config(tmp_path / "again", demo7, server, port)) as bot:
+            assert [c.status for c in server.calls_to("setWebhook")] == [400, 502, 200]
+            chat = server.private_chat(42, "Ann")
+            await bot.say(chat, 42, "/start")
+            assert len(server.messages(42)) == 1
+    finally:
+        await app.close()
+
+
+async def test_rwkv_bot_run_serves_the_webhook_and_exits_cleanly_on_sigterm(tmp_path, demo7, server):
+    port = free_port()
+    config = write_config(tmp_path, demo7, settings={"sampling.temperature": 0, "sampling.max_tokens": 8})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RWKV_BOT_")}
+    env.update(RWKV_BOT_TELEGRAM_TOKEN=TOKEN, RWKV_BOT_TELEGRAM_BASE_URL=server.base_url,
+               RWKV_BOT_TELEGRAM_WEBHOOK_URL=f"http://127.0.0.1:{port}/tg/hook",
+               RWKV_BOT_TELEGRAM_WEBHOOK_PORT=str(port), RWKV_BOT_TELEGRAM_WEBHOOK_SECRET=SECRET)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--config", str(config), cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        await server.wait_for(lambda: server.calls_to("setWebhook"), timeout=60)
+        chat = server.private_chat(60, "Ann")
+        server.send_text(chat, 60, "/start")
+        server.send_text(chat, 60, "hello")
+        await server.wait_for(lambda: len(server.messages(60)) == 2, timeout=30)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 15)
+        text = stderr.decode()
+        assert process.returncode == 0, text[-3000:]
+        assert TOKEN not in text and SECRET not in text and "Traceback" not in text
+        assert "receives updates on its webhook" in text
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await post_update(port, forged_update(60, "hello"), {SECRET_HEADER: SECRET})
+        assert not server.calls_to("getUpdates")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 # ----------------------------------------------------------------------------- configuration

@@ -14,7 +14,7 @@ import re
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, BotCommandScopeAllGroupChats, ChatMember, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseHandler, CallbackQueryHandler, \
     ChatMemberHandler, ContextTypes, MessageHandler, filters
 
@@ -126,6 +126,11 @@ class TelegramAdapter:
                 return True
             if isinstance(problem, InvalidToken):
                 log.error("telegram: the Bot API refused the token (telegram.token); Telegram stays off")
+                await self._close_quietly()
+                return False
+            if isinstance(problem, BadRequest) and self.settings.webhook_url:  # setWebhook: trying again won't help
+                log.error("telegram: Telegram refused the webhook %s (%s); Telegram stays off",
+                          self.settings.webhook_url, brief(problem))
                 await self._close_quietly()
                 return False
             if isinstance(problem, OSError):  # the webhook server's port: taken, or not ours to bind
