@@ -253,6 +253,8 @@ def check_libraries(config: Config, terminal: bool) -> None:
         enabled_platforms(config)
         if config.telegram.token:  # PTB's rate limiter imports it only when built
             import_optional("aiolimiter", "telegram.token (python-telegram-bot[rate-limiter])")
+        if config.telegram.token and config.telegram.webhook_url:  # PTB's webhook server, imported when started
+            import_optional("tornado", "telegram.webhook_url (python-telegram-bot[webhooks])")
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -267,7 +269,7 @@ def _start(args: argparse.Namespace, terminal: bool) -> int:
     config = _load(args)
     if config is None:
         return 2
-    setup_logging(secrets=[config.telegram.token, config.discord.token])
+    setup_logging(secrets=[config.telegram.token, config.telegram.webhook_secret, config.discord.token])
     from bot.engine.model import ModelError
 
     from bot.dashboard import DashboardError

@@ -5,10 +5,12 @@ The whole schema is this one table. Unknown keys and bad values stop the start w
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -19,6 +21,10 @@ from bot.engine.params import SPECS as SAMPLING_SPECS, ParamError, SamplingParam
 
 DEFAULT_FILE = "rwkv-bot.toml"
 ENV_PREFIX = "RWKV_BOT_"
+
+
+MAX_SHARDS = 65536  # far beyond any bot (Discord asks for one shard per ~1000-2500 guilds)
+WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what setWebhook accepts as secret_token
 
 
 class ConfigError(Exception):
@@ -77,6 +83,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              "after Telegram asks to slow down", low=0.01, high=60),
         "max_card_bytes": Key("int", 20 << 20, "documents larger than this sent to /char import are refused "
                               "before download", low=1, high=2 << 30),
+        # Webhook mode (a platform front behind a load balancer, or a bot that should not poll); fronts that share a
+        # bot all register the same URL.
+        "webhook_url": Key("str", "", "public HTTPS URL Telegram posts updates to; empty = long polling"),
+        "webhook_listen": Key("str", "127.0.0.1", "address the webhook server listens on (behind a reverse proxy); "
+                              "0.0.0.0 = every interface"),
+        "webhook_port": Key("int", 8443, "port the webhook server listens on", low=1, high=65535),
+        "webhook_path": Key("str", "", "path the webhook server answers on; empty = the path of webhook_url"),
+        "webhook_secret": Key("token", "", "secret Telegram sends with every update (1-256 of A-Z a-z 0-9 _ -); "
+                              "required with webhook_url"),
     },
     "discord": {
         "token": Key("token", "", "bot token; empty = Discord off"),
@@ -86,6 +101,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dev_guild_id": Key("int", 0, "sync commands to this guild instantly (testing)", low=0, high=2**64),
         "api_base": Key("str", "", "REST API base incl. version (a proxy or test server); empty = discord.com"),
         "gateway_url": Key("str", "", "gateway websocket URL (a proxy or test server); empty = Discord's"),
+        "shard_count": Key("int", 0, "shards the bot has in all (several processes each run some); 0 = not sharded "
+                           "here, discord.py decides", low=0, high=MAX_SHARDS),
+        "shard_ids": Key("list[int]", [], "shards this process connects (each below shard_count); empty = all"),
     },
     "ui": {
         "lang": Key("choice", "en", "default language of the bot's own messages", choices=("en", "zh")),
@@ -195,7 +213,29 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             continue
         section, key = _env_key(name)
         values[section][key] = _check(section, key, _from_env(SCHEMA[section][key], raw), f"env {name}")
+    _check_together(values)
     return Config(values, source)
+
+
+def _check_together(values: dict[str, dict[str, Any]]) -> None:
+    """Rules that tie keys together, checked once every source is read."""
+    telegram = values["telegram"]
+    if telegram["webhook_url"]:
+        url = urlsplit(telegram["webhook_url"])
+        if url.scheme not in ("https", "http") or not url.netloc:
+            raise ConfigError("telegram.webhook_url: must be a full URL such as https://bot.example.org/telegram")
+        if not WEBHOOK_SECRET.fullmatch(telegram["webhook_secret"]):
+            raise ConfigError("telegram.webhook_secret: required with telegram.webhook_url: 1 to 256 of the "
+                              "characters A-Z a-z 0-9 _ - (e.g. from `openssl rand -hex 32`)")
+    discord = values["discord"]
+    ids, count = discord["shard_ids"], discord["shard_count"]
+    if ids and not count:
+        raise ConfigError("discord.shard_ids: needs discord.shard_count (the shards the bot has in all)")
+    wrong = [i for i in ids if not 0 <= i < count]
+    if wrong:
+        raise ConfigError(f"discord.shard_ids: {wrong[0]} is not a shard of shard_count {count} (0 to {count - 1})")
+    if len(set(ids)) != len(ids):
+        raise ConfigError("discord.shard_ids: a shard is listed twice")
 
 
 def _env_key(name: str) -> tuple[str, str]:

@@ -42,6 +42,13 @@ byte offsets of parse errors in unusual markup.
 
 Fault injection: :meth:`FakeTelegram.fail_next` (429 with retry_after, 5xx, any status,
 delays, dropped connections, optionally after the call took effect).
+
+Webhooks: after ``setWebhook`` with a ``url`` (and ``secret_token``), the queued updates (the
+ones getUpdates would return, from the same helpers) are POSTed as JSON to that URL with the
+header ``X-Telegram-Bot-Api-Secret-Token``, one at a time in order; an update whose POST does
+not get a 2xx reply is sent again after a growing pause (as Telegram does), and later ones wait
+for it. Every attempt is in :attr:`FakeTelegram.webhook_posts`. ``deleteWebhook`` switches
+back to getUpdates (which answers 409 while a webhook is set, as Telegram's does).
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import aiohttp
 from aiohttp import web
 
 __all__ = [
@@ -69,6 +77,7 @@ __all__ = [
     "FakeUser",
     "StoredFile",
     "TextVersion",
+    "WebhookPost",
     "parse_formatted",
     "utf16_len",
 ]
@@ -87,6 +96,11 @@ CHAT_ACTIONS = frozenset({
 # Update types Telegram leaves out when allowed_updates is not specified (or is []).
 NOT_DEFAULT_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 MEMBER_STATUSES = frozenset({"creator", "administrator", "member", "restricted", "left", "kicked"})
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# Pauses between attempts at an update the webhook did not take (s): short, for tests; Telegram's are longer.
+WEBHOOK_RETRY_FIRST, WEBHOOK_RETRY_MAX = 0.05, 1.0
+WEBHOOK_TIMEOUT = 10.0  # one POST to the webhook
 
 DESC_NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are "
@@ -306,6 +320,21 @@ class Call:
     @property
     def ok(self) -> bool:
         return self.status == 200
+
+
+@dataclass
+class WebhookPost:
+    """One attempt to deliver an update to the webhook."""
+
+    update_id: int
+    url: str
+    status: int  # HTTP status of the webhook's reply; 0 when it could not be reached
+    t: float
+    error: str = ""  # why it failed, as getWebhookInfo's last_error_message says
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 @dataclass
@@ -798,6 +827,9 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.commands: dict[tuple[str, str], list[dict]] = {}
         self.webhook_url = ""
+        self.webhook_secret = ""
+        self.webhook_posts: list[WebhookPost] = []
+        self._webhook_task: asyncio.Task | None = None
         self.files: dict[str, StoredFile] = {}
 
         self._updates: list[dict] = []  # unconfirmed, ascending update_id
@@ -846,6 +878,10 @@ class FakeTelegram:
     async def stop(self) -> None:
         self._closing = True
         self._update_event.set()
+        if self._webhook_task is not None:
+            self._webhook_task.cancel()
+            await asyncio.gather(self._webhook_task, return_exceptions=True)
+            self._webhook_task = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -1507,18 +1543,76 @@ class FakeTelegram:
         return True
 
     def _m_deleteWebhook(self, params: dict, files: dict) -> bool:
-        self.webhook_url = ""
+        self.webhook_url = self.webhook_secret = ""
         if _p_bool(params, "drop_pending_updates"):
             self._updates.clear()
+        self._update_event.set()  # the delivery task sees the webhook gone and ends
         return True
 
     def _m_setWebhook(self, params: dict, files: dict) -> bool:
-        self.webhook_url = _p_str(params, "url") or ""
+        url = _p_str(params, "url") or ""
+        secret = _p_str(params, "secret_token") or ""
+        if secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise _bad("secret token contains unallowed characters")
+        allowed = _p_json(params, "allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = set(allowed) if allowed else None
+        if _p_bool(params, "drop_pending_updates"):
+            self._updates.clear()
+        self.webhook_url, self.webhook_secret = url, secret if url else ""
+        self._update_event.set()
+        if url and (self._webhook_task is None or self._webhook_task.done()):
+            self._webhook_task = asyncio.create_task(self._deliver_to_webhook())
         return True
 
     def _m_getWebhookInfo(self, params: dict, files: dict) -> dict:
-        return {"url": self.webhook_url, "has_custom_certificate": False,
-                "pending_update_count": len(self._updates)}
+        info: dict[str, Any] = {"url": self.webhook_url, "has_custom_certificate": False,
+                                "pending_update_count": len(self._updates)}
+        failed = next((p for p in reversed(self.webhook_posts) if not p.ok), None)
+        if self.webhook_url and failed is not None:
+            info["last_error_date"] = int(time.time())
+            info["last_error_message"] = failed.error
+        return info
+
+    async def _deliver_to_webhook(self) -> None:
+        """Telegram's side of a webhook: the oldest queued update is POSTed until the webhook takes it."""
+        pause = WEBHOOK_RETRY_FIRST
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT)) as session:
+            while self.webhook_url and not self._closing:
+                batch = self._deliverable(1)
+                if not batch:
+                    self._update_event.clear()
+                    await self._update_event.wait()
+                    continue
+                update = batch[0]
+                post = await self._post_update(session, update)
+                self.webhook_posts.append(post)
+                self._notify()
+                if post.ok:
+                    self._updates = [u for u in self._updates if u is not update]
+                    pause = WEBHOOK_RETRY_FIRST
+                    continue
+                self._update_event.clear()
+                try:  # a deleteWebhook or setWebhook ends the pause
+                    await asyncio.wait_for(self._update_event.wait(), pause)
+                except asyncio.TimeoutError:
+                    pass
+                pause = min(WEBHOOK_RETRY_MAX, pause * 2)
+
+    async def _post_update(self, session: aiohttp.ClientSession, update: dict) -> WebhookPost:
+        url = self.webhook_url
+        headers = {"Content-Type": "application/json"}
+        if self.webhook_secret:
+            headers[SECRET_HEADER] = self.webhook_secret
+        t = time.monotonic()
+        try:
+            async with session.post(url, data=json.dumps(update), headers=headers) as response:
+                await response.read()
+                error = "" if 200 <= response.status < 300 else f"Wrong response from the webhook: " \
+                                                                 f"{response.status} {response.reason}"
+                return WebhookPost(update["update_id"], url, response.status, t, error)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return WebhookPost(update["update_id"], url, 0, t, f"Connection failed: {type(exc).__name__}")
 
     async def _m_getUpdates(self, params: dict, files: dict) -> list[dict]:
         if self.webhook_url:

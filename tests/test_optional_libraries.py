@@ -47,6 +47,8 @@ _NO_MODEL = {"RWKV_BOT_MODEL_PATH": "/nonexistent/model.pth"}
 @pytest.mark.parametrize("hidden, env, fragments", [
     ("telegram", {"RWKV_BOT_TELEGRAM_TOKEN": "123:abc"}, ("telegram.token", "python-telegram-bot", "pip install")),
     ("aiolimiter", {"RWKV_BOT_TELEGRAM_TOKEN": "123:abc"}, ("telegram.token", "aiolimiter", "pip install")),
+    ("tornado", {"RWKV_BOT_TELEGRAM_TOKEN": "123:abc", "RWKV_BOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.org/tg",
+                 "RWKV_BOT_TELEGRAM_WEBHOOK_SECRET": "abc"}, ("telegram.webhook_url", "tornado", "pip install")),
     ("discord", {"RWKV_BOT_DISCORD_TOKEN": "x" * 30}, ("discord.token", "discord.py", "pip install")),
     ("aiohttp", {"RWKV_BOT_DISCORD_TOKEN": "x" * 30}, ("discord.token", "aiohttp", "pip install")),
     ("prometheus_client", {"RWKV_BOT_METRICS_PORT": "9"}, ("metrics.port", "prometheus-client>=", "pip install")),

@@ -6,6 +6,9 @@ the answers. No model logic here: which channel a message belongs to, who is an 
   is a turn, spoken by the author's display name; elsewhere the bot answers mentions and its typed commands. Each
   thread is its own conversation. Bots and webhooks (our own personas included) never speak.
 - Admins: everyone in a DM; in a server, Manage Server or a role in `discord.admin_role_ids`.
+- Shards: with `discord.shard_count` the client is discord.py's AutoShardedClient connecting `discord.shard_ids`
+  (all when empty); several processes each take some shards, Discord sends a server's events to shard
+  (server id >> 22) % shard_count and DMs to shard 0.
 """
 from __future__ import annotations
 
@@ -47,11 +50,13 @@ def title_of(channel, guild, user) -> str:
     return f"{guild.name} #{name}" if name else guild.name
 
 
-class _Client(discord.Client):
-    def __init__(self, adapter: "DiscordAdapter"):
+class _Events:
+    """What the bot listens to, the same for the plain client and the sharded one."""
+
+    def __init__(self, adapter: "DiscordAdapter", **options):
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it in the developer portal (see the README's Discord section)
-        super().__init__(intents=intents, allowed_mentions=NONE)
+        super().__init__(intents=intents, allowed_mentions=NONE, **options)
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = adapter.on_command_error
@@ -61,7 +66,9 @@ class _Client(discord.Client):
         await self.adapter.sync_commands(self)
 
     async def on_ready(self) -> None:  # fires again after every re-IDENTIFY: only logs
-        log.info("discord: connected as %s to %d server(s)", self.user, len(self.guilds))
+        shards = self.adapter.shards_served()
+        log.info("discord: connected as %s to %d server(s)%s", self.user, len(self.guilds),
+                 f" (shards {', '.join(map(str, shards))} of {self.adapter.settings.shard_count})" if shards else "")
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message)
@@ -76,6 +83,22 @@ class _Client(discord.Client):
         await self.adapter.on_delete(payload.channel_id, payload.message_id)
 
 
+class _Client(_Events, discord.Client):
+    pass
+
+
+class _ShardedClient(_Events, discord.AutoShardedClient):
+    pass
+
+
+def make_client(adapter: "DiscordAdapter") -> discord.Client:
+    """The plain client, or with `discord.shard_count` the sharded one for this process's shards."""
+    settings = adapter.settings
+    if not settings.shard_count:
+        return _Client(adapter)
+    return _ShardedClient(adapter, shard_count=settings.shard_count, shard_ids=settings.shard_ids or None)
+
+
 class DiscordAdapter:
     def __init__(self, app):
         self.commands = app.commands
@@ -83,7 +106,7 @@ class DiscordAdapter:
         self.settings = app.config.discord
         self.personas = Personas()
         self.closing = False
-        self.client = _Client(self)
+        self.client = make_client(self)
         self._busy: set[asyncio.Task] = set()  # handlers still showing something
         self._streams: set[ReplyStream] = set()
 
@@ -125,7 +148,7 @@ class DiscordAdapter:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 300.0)
-            self.client = _Client(self)  # a closed client cannot log in again
+            self.client = make_client(self)  # a closed client cannot log in again
 
     async def shutdown(self) -> None:
         """Stop taking messages, let replies in progress finish (cancel the slow ones), then close the client."""
@@ -141,10 +164,19 @@ class DiscordAdapter:
             await asyncio.wait(busy, timeout=CANCEL_WAIT)
         await self.client.close()
 
-    async def sync_commands(self, client: _Client) -> None:
+    def shards_served(self) -> list[int]:
+        """The shards this process connects ([] = not sharded)."""
+        count = self.settings.shard_count
+        return (self.settings.shard_ids or list(range(count))) if count else []
+
+    async def sync_commands(self, client: discord.Client) -> None:
         """Once per start (not in on_ready, which repeats after reconnects). A guild sync shows at once; a
-        global one can take Discord up to an hour to reach every client."""
+        global one can take Discord up to an hour to reach every client. Of several sharded processes only the
+        one with shard 0 syncs: the commands are the bot's, not a shard's."""
         await client.tree.set_translator(Chinese())
+        if self.shards_served() and 0 not in self.shards_served():
+            log.info("discord: slash commands are synced by the process with shard 0")
+            return
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
         try:
             if guild:

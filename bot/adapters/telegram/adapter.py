@@ -1,5 +1,6 @@
-"""The Telegram adapter: a python-telegram-bot 22 `Application` polling for updates, one channel per private chat,
-group and forum topic, replies streamed by editing messages.
+"""The Telegram adapter: a python-telegram-bot 22 `Application` polling for updates (or, with `[telegram]
+webhook_url`, receiving them on PTB's webhook server), one channel per private chat, group and forum topic, replies
+streamed by editing messages.
 
 Adapters hold no model logic: a message becomes an `Incoming` for `Commands.handle`, and the answer's outputs are
 shown. PTB hands each update to `_on_message`, which only reads it and starts a task; so one slow chat never
@@ -10,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from urllib.parse import urlsplit
 
 from telegram import BotCommand, BotCommandScopeAllGroupChats, ChatMember, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, BaseHandler, CallbackQueryHandler, \
     ChatMemberHandler, ContextTypes, MessageHandler, filters
 
@@ -27,6 +29,7 @@ from bot.adapters.telegram.text import MAX_MESSAGE_CHARS
 from bot.commands import (DOWNLOAD_FAILED, GROUP, PRIVATE, TOO_BIG, Answer, Arrival, Attachment, AttachmentProblem,
                           CharacterLine, Output, Reply, ReplyShown, ReplyStream, Retract)
 from bot.i18n import t
+from bot.libraries import import_optional
 
 log = logging.getLogger(__name__)
 ptb_logs.install()
@@ -41,6 +44,10 @@ CUT_OFF_SECONDS = 5.0  # after the shutdown wait: time for cut-off replies to sa
 # Bot API timeouts (s). The pool wait is long: under load a request waiting for a free connection is better than
 # one that fails.
 CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT, POOL_TIMEOUT = 10.0, 10.0, 20.0, 30.0
+UPDATE_TYPES = [Update.MESSAGE, Update.EDITED_MESSAGE, Update.MY_CHAT_MEMBER, Update.CALLBACK_QUERY]
+# Telegram's connections at once to the webhook (its default); fronts behind a load balancer share them.
+WEBHOOK_MAX_CONNECTIONS = 40
+WEBHOOK_LIBRARY = "telegram.webhook_url (python-telegram-bot[webhooks])"
 
 
 class TelegramAdapter:
@@ -48,11 +55,13 @@ class TelegramAdapter:
         self.commands = app.commands
         self.config = app.config
         self.settings = app.config.telegram
+        if self.settings.webhook_url:  # PTB's webhook server is tornado's, an optional part of PTB
+            import_optional("tornado", WEBHOOK_LIBRARY)
         self.pacer = Pacer(self.settings.edit_interval, self.settings.requests_per_second)
         self.application = self._build_application()
         self.sender = Sender(self.application.bot, self.pacer, message_limit=message_limit)
         self.admins = AdminCheck(self.application.bot, self.settings.admin_ids)
-        self.ready = asyncio.Event()  # polling has started
+        self.ready = asyncio.Event()  # polling, or the webhook server, has started
         self.messages_done = 0  # messages fully handled: answered (reply final), refused or ignored
         self.bot_id = 0
         self.bot_username = ""
@@ -91,7 +100,8 @@ class TelegramAdapter:
 
     # ----- running ----------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until `stop` is set, then stop polling, finish the replies in progress and close."""
+        """Receive updates until `stop` is set, then stop receiving (polling or the webhook server), finish the
+        replies in progress and close."""
         if not await self._start(stop):
             return
         try:
@@ -100,10 +110,10 @@ class TelegramAdapter:
             await self._stop()
 
     async def _start(self, stop: asyncio.Event) -> bool:
-        """Start polling; while the Bot API cannot be reached, try again with backoff until `stop`."""
+        """Start receiving; while the Bot API cannot be reached, try again with backoff until `stop`."""
         delay = 1.0
         while not stop.is_set():
-            starting = asyncio.create_task(self._start_polling())
+            starting = asyncio.create_task(self._start_receiving())
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
@@ -116,6 +126,16 @@ class TelegramAdapter:
                 return True
             if isinstance(problem, InvalidToken):
                 log.error("telegram: the Bot API refused the token (telegram.token); Telegram stays off")
+                await self._close_quietly()
+                return False
+            if isinstance(problem, BadRequest) and self.settings.webhook_url:  # setWebhook: trying again won't help
+                log.error("telegram: Telegram refused the webhook %s (%s); Telegram stays off",
+                          self.settings.webhook_url, brief(problem))
+                await self._close_quietly()
+                return False
+            if isinstance(problem, OSError):  # the webhook server's port: taken, or not ours to bind
+                log.error("telegram: the webhook server cannot listen on %s:%s (%s); Telegram stays off",
+                          self.settings.webhook_listen, self.settings.webhook_port, problem.strerror or problem)
                 await self._close_quietly()
                 return False
             if not isinstance(problem, TelegramError):
@@ -132,13 +152,24 @@ class TelegramAdapter:
         await self._close_quietly()
         return False
 
-    async def _start_polling(self) -> None:
+    async def _start_receiving(self) -> None:
         await self.application.initialize()  # getMe
         self.bot_id, self.bot_username = self.application.bot.id, self.application.bot.username
         await self._publish_commands()
         await self.application.start()
-        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE, Update.EDITED_MESSAGE,
-                                                                      Update.MY_CHAT_MEMBER, Update.CALLBACK_QUERY],
+        s = self.settings
+        if s.webhook_url:
+            # setWebhook, then PTB's server: it refuses (403) a request without Telegram's secret header. Stopping
+            # leaves the webhook set: other fronts behind the same URL go on receiving.
+            await self.application.updater.start_webhook(
+                listen=s.webhook_listen, port=s.webhook_port, url_path=webhook_path(s.webhook_url, s.webhook_path),
+                webhook_url=s.webhook_url, secret_token=s.webhook_secret, allowed_updates=UPDATE_TYPES,
+                max_connections=WEBHOOK_MAX_CONNECTIONS)
+            self.ready.set()
+            log.info("telegram: @%s receives updates on its webhook (listening on %s:%s)", self.bot_username,
+                     s.webhook_listen, s.webhook_port)
+            return
+        await self.application.updater.start_polling(allowed_updates=UPDATE_TYPES,
                                                      error_callback=self._on_polling_error)
         self.ready.set()
         log.info("telegram: @%s is polling for updates", self.bot_username)
@@ -378,6 +409,12 @@ def describe_command(spec, lang: str) -> str:
     except KeyError:
         text = ""
     return (text.strip() or spec.name)[:256]
+
+
+def webhook_path(webhook_url: str, path: str) -> str:
+    """The path PTB's webhook server answers on: the one configured, else the public URL's own (what a reverse
+    proxy that passes the path on forwards)."""
+    return "/" + (path or urlsplit(webhook_url).path).lstrip("/")
 
 
 def file_url_for(base_url: str) -> str:
