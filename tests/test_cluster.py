@@ -166,7 +166,7 @@ async def remote(nats: NatsServer, front: str = "tester"):
 def says(channel: str, text: str, message_id: str):
     from bot.commands import Incoming
 
-    return Incoming(platform="test", channel_id=channel, user_id="u1", user_name="Ann", text=text,
+    return Incoming(platform="test", channel_id=channel, user_id="alice", user_name="Alice", text=text,
                     message_id=message_id, is_admin=True)
 
 
@@ -206,8 +206,9 @@ async def reference_replies(tmp_path: Path, model: Path, texts: list[str], **set
     from bot.config import load_config
     from tests.chat_helpers import reply
 
-    config = write_config(tmp_path / "reference", model, settings={"sampling.temperature": 0,
-                                                                  "sampling.max_tokens": 8, **settings})
+    values = {"sampling.temperature": 0, "sampling.max_tokens": 8}
+    values.update({key.replace("__", "."): value for key, value in settings.items()})
+    config = write_config(tmp_path / "reference", model, settings=values)
     app = await build_app(load_config(config, env={}))
     try:
         return [(await reply(app, text, channel="ref")).split(": ", 1)[1] for text in texts]
@@ -325,15 +326,21 @@ async def test_kill_9_mid_reply_another_worker_finishes_it_once(tmp_path, demo7,
         partial = await anext(events)  # the reply is being written by w1
         processes.signal("w1", signal.SIGKILL)
         killed = time.monotonic()
+        moved = asyncio.create_task(_seconds_until(lambda: _all_on(nats, "w2"), 60, "w2 holding every partition"))
         rest = [event async for event in events]
         finals = [e for e in rest if type(e).__name__ == "Final"]
         assert len(finals) == 1 and finals[0].outcome == "done", rest[-1:]
         assert finals[0].text == expected[1], (partial, finals[0].text)
-        moved = await wait_for(lambda: _all_on(nats, "w2"), 10 - (time.monotonic() - killed) + 0.5,
-                               "w2 holding every partition")
-        assert moved
+        took_over = await moved - killed
+        assert took_over <= 10, f"the partitions moved {took_over:.1f} s after the kill"
     stored = await stored_turns(postgres_url, channel)
     assert [(t.in_text, t.out_text) for t in stored] == list(zip(texts, expected))
+
+
+async def _seconds_until(predicate, timeout: float, what: str) -> float:
+    """time.monotonic() when `predicate` first held."""
+    await wait_for(predicate, timeout, what)
+    return time.monotonic()
 
 
 async def _all_on(nats: NatsServer, worker: str) -> bool:

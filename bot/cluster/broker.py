@@ -1,6 +1,7 @@
 """The NATS connection and the JetStream streams both sides use (created on first use, idempotently)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import nats
@@ -10,12 +11,19 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from bot.cluster.wire import IN_STREAM, IN_SUBJECTS, OUT_KEEP_SECONDS, OUT_STREAM, OUT_SUBJECTS
 
 log = logging.getLogger(__name__)
+CONNECT_SECONDS = 5.0
 RECONNECT_WAIT = 0.5  # seconds between reconnection attempts (for ever: a broker restart is a pause)
 
 
 async def connect(url: str, name: str):
+    """Connected, reconnecting for ever after; a broker that cannot be reached at the start is an OSError (the
+    client's own reconnecting would wait for it silently)."""
+    await _reachable(url)
+    client = None
+
     async def disconnected() -> None:
-        log.warning("broker: disconnected from %s; reconnecting", url)
+        if client is not None and not (client.is_closed or client.is_draining):  # not our own close
+            log.warning("broker: disconnected from %s; reconnecting", url)
 
     async def reconnected() -> None:
         log.info("broker: reconnected to %s", url)
@@ -23,9 +31,22 @@ async def connect(url: str, name: str):
     async def error(exc: Exception) -> None:
         log.info("broker: %s: %s", type(exc).__name__, exc)
 
-    return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
+    client = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
                               allow_reconnect=True, connect_timeout=5, disconnected_cb=disconnected,
                               reconnected_cb=reconnected, error_cb=error)
+    return client
+
+
+async def _reachable(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222),
+                                           CONNECT_SECONDS)
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise OSError(f"no answer from {parts.hostname}:{parts.port or 4222} ({type(exc).__name__})") from None
+    writer.close()
 
 
 async def ensure_streams(js) -> None:

@@ -176,7 +176,7 @@ class RemoteCommands:
         while True:
             try:
                 messages = await self._out.fetch(64, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue
             except asyncio.CancelledError:
                 raise

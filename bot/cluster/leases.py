@@ -7,6 +7,7 @@ second bucket with the same TTL: the live workers, what `cluster status` lists, 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -57,7 +58,8 @@ def plan(me: str, partitions: int, owners: dict[int, str], active: dict[str, int
         if chosen == me:
             take = free[:share - count[me]]
     mine = sorted(p for p, owner in owners.items() if owner == me)
-    give = mine[len(mine) - (count[me] - fewest) // 2:] if count[me] - fewest > 1 else []
+    # Not while partitions are free: the counts are about to change (we may just have given some up).
+    give = mine[len(mine) - (count[me] - fewest) // 2:] if count[me] - fewest > 1 and not free else []
     return take, give
 
 
@@ -87,19 +89,24 @@ class Leases:
 
     async def renew(self) -> list[int]:
         """Renew every lease; the partitions lost (taken over, or not renewed in time)."""
-        lost = []
-        for partition, held in list(self.held.items()):
+        async def renew_one(partition: int, held: Held) -> bool:
             started = time.monotonic()
             try:
                 held.revision = await self.kv.update(lease_key(partition), self.worker_id.encode(), last=held.revision)
                 held.valid_until = started + self._valid_for()
+                return True
             except js_errors.KeyWrongLastSequenceError:
                 log.warning("partition %d: lease taken over by another worker", partition)
-                lost.append(partition)
+                return False
             except Exception as exc:  # the broker is away: keep serving while the lease is still ours for sure
                 if time.monotonic() >= held.valid_until:
                     log.warning("partition %d: lease not renewed in time (%s)", partition, type(exc).__name__)
-                    lost.append(partition)
+                    return False
+                return True
+
+        held = list(self.held.items())
+        kept = await asyncio.gather(*(renew_one(partition, h) for partition, h in held))
+        lost = [partition for (partition, _), ok in zip(held, kept) if not ok]
         for partition in lost:
             self.held.pop(partition, None)
         return lost

@@ -131,6 +131,7 @@ class Worker:
                 continue
             part = self._parts[number] = _Partition(number, revision)
             part.task = asyncio.create_task(self._serve(part), name=f"partition-{number}")
+            part.task.add_done_callback(self._served)
             log.info("worker %s: serving partition %d (lease revision %d)", self.worker_id, number, revision)
 
     def load(self) -> dict:
@@ -147,12 +148,15 @@ class Worker:
         sub = await self.js.pull_subscribe(in_subject(part.number), durable=consumer_name(part.number),
                                            stream=IN_STREAM, config=config)
         try:
-            while self._serving(part):
+            while not part.stopping:
+                if not self.leases.holds(part.number):  # a renewal is late (a slow tick): wait for it
+                    await asyncio.sleep(0.1)
+                    continue
                 try:
                     messages = await sub.fetch(FETCH_BATCH, timeout=FETCH_WAIT)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises either when none came
                     continue
-                except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
+                except (nats.errors.Error, OSError) as exc:
                     log.info("partition %d: fetch failed (%s)", part.number, type(exc).__name__)
                     await asyncio.sleep(FETCH_WAIT)
                     continue
@@ -163,6 +167,10 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    def _served(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker %s: %s stopped", self.worker_id, task.get_name(), exc_info=task.exception())
 
     def _serving(self, part: _Partition) -> bool:
         return not part.stopping and self.leases.holds(part.number)

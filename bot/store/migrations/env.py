@@ -2,7 +2,7 @@
 import asyncio
 
 from alembic import context
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.store.errors import StoreError
@@ -26,7 +26,12 @@ def adopt_unversioned_tables(connection) -> None:
         table.drop(connection)
 
 
+MIGRATION_LOCK = 0x72776B76  # "rwkv": PostgreSQL advisory lock id, so processes starting at once migrate one by one
+
+
 def run_migrations(connection) -> None:
+    if connection.dialect.name == "postgresql":  # held until this transaction ends (several cluster workers)
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK})
     adopt_unversioned_tables(connection)
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
                       compare_type=True)
