@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--turns", type=int, default=4, help="turns per channel per measurement")
     p.add_argument("--steps-per-second", type=float, default=50.0, help="each simulated worker's model speed")
+    p.add_argument("--max-batch", type=int, default=4,
+                   help="channels each worker generates at once (few: each worker is bound by its model)")
+    p.add_argument("--partitions", type=int, default=16)
+    p.add_argument("--database", metavar="URL",
+                   help="PostgreSQL server (postgresql+asyncpg://...; a fresh database per worker count, dropped "
+                        "after); default: the config's database.url")
+    p.add_argument("--nats-server", metavar="PATH", help="the nats-server binary (default: from PATH)")
+    p.add_argument("--logs", metavar="DIR", help="keep the workers' and nats-server's logs under DIR")
     p.add_argument("--json", metavar="OUT", help="write results as JSON")
     p.set_defaults(func=_lazy("bot.cluster.bench:bench_cluster_command"))
 
