@@ -456,6 +456,13 @@ async def test_a_redelivered_message_is_answered_from_its_committed_turn(tmp_pat
         again = await commands.handle(says("dup", "hello", "m1"))
         assert again.outputs == [] and not again.answered
     assert [t.in_text for t in await stored_turns(postgres_url, "dup")] == ["hello"]
+    from tests.conftest import run_cli
+
+    shown = run_cli("cluster", "status", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if line.startswith("w1 "))
+    assert row.split()[1] == ",".join(map(str, range(PARTITIONS))), shown.stdout
+    assert "events waiting: none" in shown.stdout and "disconnected" not in shown.stderr, shown
 
 
 def test_cluster_commands_say_what_is_wrong_in_one_line(tmp_path, demo7):

@@ -175,7 +175,7 @@ class RemoteCommands:
     async def _read_out(self) -> None:
         while True:
             try:
-                messages = await self._out.fetch(64, timeout=1.0)
+                messages = await self._out.fetch(1, timeout=1.0)  # one at a time: see worker.FETCH_BATCH
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue
             except asyncio.CancelledError:

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 ACK_WAIT = 5.0  # seconds JetStream waits for an ack (or a keep-alive) before redelivering: the failover delay
 KEEP_ALIVE = ACK_WAIT / 3
-FETCH_BATCH, FETCH_WAIT = 64, 1.0
+# One at a time: nats-py waits out the whole timeout for the rest of a larger batch once one event came.
+FETCH_BATCH, FETCH_WAIT = 1, 1.0
 MAX_ACK_PENDING = 1000  # events of one partition being worked on at once
 LIVE_INTERVAL = 0.1  # at most this often the text so far of one reply (the fronts paint about once a second)
 PUBLISH_RETRY_SECONDS = 60.0  # an answer is published again until the broker takes it, this long at most

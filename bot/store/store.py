@@ -167,8 +167,15 @@ class Store:
                 return True
         except IntegrityError:
             async with self.sessions() as s:
-                if await s.get(LibraryEntry, name_key) is not None:  # the same name listed concurrently
+                entry = await s.get(LibraryEntry, name_key)
+                if entry is not None and entry.content_hash == content_hash and entry.owner == owner:
+                    return False  # another process listed the same card at once (cluster workers starting)
+                if entry is not None:  # the same name listed concurrently for another card
                     raise NameTaken(name) from None
+                if await s.get(Character, content_hash) is not None:  # only the card's row raced: list it now
+                    return await self.put_character(content_hash, name, source_format, card, filename, raw, avatar,
+                                                    origin, name_key=name_key, owner=owner,
+                                                    replace_name=replace_name)
             raise
 
     async def characters(self) -> list[Character]:
