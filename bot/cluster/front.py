@@ -88,7 +88,7 @@ class RemoteCommands:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.nc is not None:
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await self.nc.close()  # every answer it waited for has come or been given up
 
     # ----- what the adapters call (the same as Commands) ----------------------------------------------------
     def arrive(self, incoming: Incoming) -> Arrival:
