@@ -38,12 +38,11 @@ def _run(args: argparse.Namespace, role: str, start) -> int:
         return 2
     setup_logging(secrets=[config.telegram.token, config.telegram.webhook_secret, config.discord.token])
     from bot.app import StartError
-    from bot.dashboard import DashboardError
     from bot.engine.model import ModelError
 
     try:
         return asyncio.run(start(config))
-    except (ModelError, DashboardError, MissingLibrary, StoreError, StartError, ClusterSetupError) as exc:
+    except (ModelError, MissingLibrary, StoreError, StartError, ClusterSetupError) as exc:
         print(f"rwkv-bot: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the broker cannot be reached at all
