@@ -269,7 +269,7 @@ def _start(args: argparse.Namespace, terminal: bool) -> int:
     config = _load(args)
     if config is None:
         return 2
-    setup_logging(secrets=[config.telegram.token, config.telegram.webhook_secret, config.discord.token])
+    setup_logging(secrets=config.secrets)
     from bot.engine.model import ModelError
 
     from bot.dashboard import DashboardError

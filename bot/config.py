@@ -175,6 +175,12 @@ class Config:
         return self._values[section][key]
 
     @property
+    def secrets(self) -> list[str]:
+        """The value of every secret key (kind "token"), for the log filter that hides them."""
+        return [self._values[section][name] for section, keys in SCHEMA.items()
+                for name, key in keys.items() if key.kind == "token"]
+
+    @property
     def sampling_defaults(self) -> SamplingParams:
         return SamplingParams.from_dict(self._values["sampling"])
 

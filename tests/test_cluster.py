@@ -348,17 +348,23 @@ async def _receiving(polled, hooked) -> bool:
     return bool(polled.calls_to("getUpdates")) and bool(hooked.webhook_url)
 
 
+PACED = {"model__step_seconds": 0.2, "sampling__max_tokens": 24}  # a reply takes seconds: it can be interrupted
+
+
+async def two_paced_workers(tmp_path, demo7, postgres_url, nats, processes) -> dict[int, str]:
+    """Workers w1 and w2 on a model paced like a big one, sharing the partitions; who holds which."""
+    config = cluster_config(tmp_path, demo7, postgres_url, nats, "worker.toml", **PACED)
+    processes.start("worker", "w1", config)
+    processes.start("worker", "w2", config)
+    return await wait_served(nats, {"w1", "w2"})
+
+
 async def test_kill_9_mid_reply_another_worker_finishes_it_once(tmp_path, demo7, nats, processes, postgres_url):
     """A worker killed mid-reply: its partitions move to the other within 10 s, the interrupted turn is redone
     from the last committed state (the reply equals one process's, with no broker), and it is stored once."""
-    config = cluster_config(tmp_path, demo7, postgres_url, nats, "worker.toml", model__step_seconds=0.2,
-                            sampling__max_tokens=24)
-    processes.start("worker", "w1", config)
-    processes.start("worker", "w2", config)
-    held = await wait_served(nats, {"w1", "w2"})
-    channel = channel_on("w1", held, "kill")
+    channel = channel_on("w1", await two_paced_workers(tmp_path, demo7, postgres_url, nats, processes), "kill")
     texts = ["hello there", "tell me a story"]
-    expected = await reference_replies(tmp_path, demo7, texts, model__step_seconds=0, sampling__max_tokens=24)
+    expected = await reference_replies(tmp_path, demo7, texts, **dict(PACED, model__step_seconds=0))
     async with remote(nats) as commands:
         [(_, first)] = await finals_of(await commands.handle(says(channel, texts[0], "m1")))
         assert first.outcome == "done" and first.text == expected[0]
@@ -395,12 +401,7 @@ async def test_a_worker_paused_past_its_lease_never_commits_beside_its_successor
                                                                                   postgres_url):
     """SIGSTOP a worker mid-reply until its lease expires and the other worker has redone and committed the turn;
     SIGCONT it: it finds its lease (and its fence) gone and commits nothing; the turn is stored once."""
-    config = cluster_config(tmp_path, demo7, postgres_url, nats, "worker.toml", model__step_seconds=0.2,
-                            sampling__max_tokens=24)
-    processes.start("worker", "w1", config)
-    processes.start("worker", "w2", config)
-    held = await wait_served(nats, {"w1", "w2"})
-    channel = channel_on("w1", held, "pause")
+    channel = channel_on("w1", await two_paced_workers(tmp_path, demo7, postgres_url, nats, processes), "pause")
     async with remote(nats) as commands:
         answer = await commands.handle(says(channel, "hello there", "m1"))
         [stream] = [o for o in answer.outputs if hasattr(o, "speaker")]

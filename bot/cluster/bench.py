@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -287,9 +286,9 @@ async def fresh_database(url: str, directory: Path):
 
 
 async def _prepare(store_class, url: str, directory: Path) -> None:
-    """Migrate, and list the sample cards, as a first start does: N workers starting at once on an empty database
-    race on both (the library's race: two `put_character` of one card, the loser raises NameTaken and its worker
-    exits), and what is measured is serving, not the first start."""
+    """Migrate, and list the sample cards, as a first start does, once here: what is measured is serving, not N
+    workers' first start (on SQLite, migrations of several processes at once are not serialized; PostgreSQL's are,
+    by an advisory lock)."""
     from bot.cards import sample_cards_dir
     from bot.conversations.characters import Library
 

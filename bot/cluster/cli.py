@@ -36,7 +36,7 @@ def _run(args: argparse.Namespace, role: str, start) -> int:
     except (ConfigError, MissingLibrary, ClusterSetupError) as exc:
         print(f"rwkv-bot: {exc}", file=sys.stderr)
         return 2
-    setup_logging(secrets=[config.telegram.token, config.telegram.webhook_secret, config.discord.token])
+    setup_logging(secrets=config.secrets)
     from bot.app import StartError
     from bot.engine.model import ModelError
 

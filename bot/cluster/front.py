@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 ANSWER_SECONDS = 300.0  # no answer this long (no worker for the partition, the broker away): say so
 PUBLISH_RETRY_SECONDS = 30.0  # an event is published again (same idempotency key) until the broker takes it
 NAMES_REFRESH_SECONDS = 30.0
-FINISHED_KEPT = 10_000  # request ids remembered after their answer, so late duplicates are ignored
 LATENCIES_KEPT = 10_000
 
 
@@ -65,7 +64,6 @@ class RemoteCommands:
         self.signins = None  # the admin page runs beside a worker, not here
         self.nc = self.js = None
         self._pending: dict[str, _Request] = {}
-        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._names: list[str] = []
         self._tasks: list[asyncio.Task] = []
         self.broker_seconds: collections.deque[float] = collections.deque(maxlen=LATENCIES_KEPT)
@@ -241,10 +239,7 @@ class RemoteCommands:
         return cancel
 
     def _finish(self, request: _Request) -> None:
-        self._pending.pop(request.id, None)
-        self._finished[request.id] = None
-        while len(self._finished) > FINISHED_KEPT:
-            self._finished.popitem(last=False)
+        self._pending.pop(request.id, None)  # what comes for it later (a redone answer, late frames) is dropped
 
     async def _refresh_names(self) -> None:
         while True:

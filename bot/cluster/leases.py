@@ -84,9 +84,6 @@ class Leases:
         held = self.held.get(partition)
         return held is not None and time.monotonic() < held.valid_until
 
-    def epoch(self, partition: int) -> int:
-        return self.held[partition].epoch
-
     async def renew(self) -> list[int]:
         """Renew every lease; the partitions lost (taken over, or not renewed in time)."""
         async def renew_one(partition: int, held: Held) -> bool:

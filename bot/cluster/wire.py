@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 IN_STREAM, OUT_STREAM = "RWKV_IN", "RWKV_OUT"
 IN_SUBJECTS, OUT_SUBJECTS = "rwkv.in.*", "rwkv.out.*"
@@ -60,19 +59,17 @@ class Envelope:
     request: str
     data: dict  # Incoming / MessageGone / ReplyShown .to_dict()
     key: str = ""  # dedupe_key
-    sent: float = field(default_factory=time.time)
 
     def encode(self) -> bytes:
         return json.dumps({"kind": self.kind, "front": self.front, "request": self.request, "data": self.data,
-                           "key": self.key, "sent": self.sent}, ensure_ascii=False).encode("utf-8")
+                           "key": self.key}, ensure_ascii=False).encode("utf-8")
 
     @classmethod
     def decode(cls, raw: bytes) -> "Envelope":
         d = json.loads(raw)
         if d.get("kind") not in KINDS or not NAME.fullmatch(str(d.get("front", ""))):
             raise ValueError("not an incoming envelope")
-        return cls(d["kind"], d["front"], str(d["request"]), dict(d["data"]), str(d.get("key", "")),
-                   float(d.get("sent", 0)))
+        return cls(d["kind"], d["front"], str(d["request"]), dict(d["data"]), str(d.get("key", "")))
 
 
 def dedupe_key(kind: str, data: dict, request: str) -> str:

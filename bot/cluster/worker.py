@@ -74,7 +74,6 @@ class Worker:
         self._working: dict[str, tuple[int, list[ReplyStream]]] = {}
         self._tasks: set[asyncio.Task] = set()
         self.handled = 0
-        self.ready = asyncio.Event()  # connected and serving (possibly no partition yet)
 
     # ----- running ----------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -86,7 +85,6 @@ class Worker:
         await self.nc.subscribe("rwkv.cancel.*", cb=self._on_cancel)
         await self.nc.subscribe(NAMES_SUBJECT, queue=WORKERS_QUEUE, cb=self._on_names)
         await self.store.forget_handled(HANDLED_KEEP)
-        self.ready.set()
         log.info("worker %s: serving up to %d partitions (lease %gs)", self.worker_id, self.partitions,
                  self.leases.seconds)
         try:
