@@ -128,8 +128,8 @@ def persona_messages(fake, channel: int) -> list:
     return [m for m in fake.bot_messages(channel) if m.interaction_id is None]
 
 
-async def chat(fake, app, channel: int, user: int, text: str, *, prefix: str = "") -> str:
-    """`user` posts `text`; returns the committed reply once its final text is on Discord."""
+async def committed_turn(fake, app, channel: int, user: int, text: str):
+    """`user` posts `text`; the turn `app` commits for it."""
     before = len(await turns(app, channel))
     await fake.send_message(channel, user, text)
 
@@ -137,7 +137,12 @@ async def chat(fake, app, channel: int, user: int, text: str, *, prefix: str = "
         log = await turns(app, channel)
         return log[before] if len(log) > before else None
 
-    turn = await eventually(committed)
+    return await eventually(committed)
+
+
+async def chat(fake, app, channel: int, user: int, text: str, *, prefix: str = "") -> str:
+    """`user` posts `text`; returns the committed reply once its final text is on Discord."""
+    turn = await committed_turn(fake, app, channel, user, text)
     expected = split_message(turn.out_text, LIMIT - len(prefix)) or [t("empty_reply")]
     expected[0] = prefix + expected[0]
     await fake.wait_for(lambda: [m.content for m in persona_messages(fake, channel)[-len(expected):]] == expected,

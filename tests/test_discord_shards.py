@@ -12,7 +12,7 @@ from bot.adapters.discord import DiscordAdapter
 from bot.app import build_app
 from bot.config import ConfigError, load_config
 from tests.fake_discord import FakeDiscord
-from tests.test_discord import config_for, eventually, persona_messages, turns
+from tests.test_discord import committed_turn, config_for, persona_messages, turns
 
 SHARDS = 2
 GUILD_1 = 912345678901234567  # (id >> 22) % 2 == 1
@@ -70,14 +70,7 @@ async def shard_fronts(tmp_path, demo7, fake):
 
 async def answered(fake, app, channel: int, text: str):
     """BOB writes `text` in `channel`; the turn `app` committed for it, once the reply is on Discord."""
-    before = len(await turns(app, channel))
-    await fake.send_message(channel, BOB, text)
-
-    async def committed():
-        log = await turns(app, channel)
-        return log[before] if len(log) > before else None
-
-    turn = await eventually(committed)
+    turn = await committed_turn(fake, app, channel, BOB, text)
     await fake.wait_for(lambda: persona_messages(fake, channel), timeout=10)
     return turn
 
